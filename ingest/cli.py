@@ -1,0 +1,140 @@
+"""``python -m ingest``: the command line.
+
+Errors the user can fix (:class:`cubes.CubeError`) end the command with a
+one-paragraph message on stderr and exit status 2, without a traceback;
+``--log-level DEBUG`` shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from cubes.errors import CubeError
+from cubes.store import resolve_storage_options
+from ingest.sources import SOURCES
+
+__all__ = ["main"]
+
+logger = logging.getLogger("ingest")
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _storage_arguments(parser: argparse.ArgumentParser, *, with_anon: bool) -> None:
+    group = parser.add_argument_group("storage")
+    group.add_argument(
+        "--endpoint-url",
+        default=None,
+        help="S3-compatible endpoint (default: AWS_ENDPOINT_URL, then AWS); credentials come "
+        "from the standard AWS chain",
+    )
+    if with_anon:
+        group.add_argument(
+            "--anon",
+            action="store_true",
+            help="read SRC anonymously (public buckets such as cellpainting-gallery)",
+        )
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: one sub-command per source format, plus ``synth-plate``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ingest",
+        description="Convert raw scientific sources into Zarr v3 cubes on S3 or local disk.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<source>")
+    for name, module in SOURCES.items():
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p.add_argument("src", metavar="SRC", help="local folder or s3:// prefix")
+        p.add_argument("dest", metavar="DEST", help="local path or s3:// URL of the cube")
+        p.add_argument("--overwrite", action="store_true", help="replace a cube at DEST")
+        p.add_argument("--threads", type=int, default=8, help="concurrent tasks (default 8)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        module.add_arguments(p)
+        _storage_arguments(p, with_anon=True)
+        _common_arguments(p)
+        p.set_defaults(handler=_run_source)
+
+    p = sub.add_parser(
+        "synth-plate",
+        help="write a realistic synthetic Cell Painting plate (TIFFs + load_data.csv)",
+    )
+    p.add_argument("dest", metavar="DEST", help="local folder or s3:// prefix")
+    p.add_argument("--wells", default="12", help="a count (first N wells) or names A01,B03")
+    p.add_argument("--fields", type=int, default=4, help="fields (sites) per well (default 4)")
+    p.add_argument("--size", type=int, default=256, help="image height/width (default 256)")
+    p.add_argument("--jump-size", action="store_true", help="1080x1080 images, as in JUMP")
+    p.add_argument("--plate", default="SYNTH0001", help="plate id (default SYNTH0001)")
+    p.add_argument("--plate-format", type=int, choices=(96, 384, 1536), default=384)
+    p.add_argument("--compression", choices=("none", "lzw"), default="none")
+    p.add_argument("--seed", type=int, default=0)
+    _storage_arguments(p, with_anon=False)
+    _common_arguments(p)
+    p.set_defaults(handler=_run_synth)
+    return parser
+
+
+def _run_source(args: argparse.Namespace) -> None:
+    from ingest.writer import write_cube
+
+    module = SOURCES[args.command]
+    src_options = resolve_storage_options(
+        args.src, endpoint_url=args.endpoint_url, anon=True if args.anon else None
+    )
+    dest_options = resolve_storage_options(args.dest, endpoint_url=args.endpoint_url)
+    plan = module.plan(args.src, args.dest, args, src_options)
+    result = write_cube(
+        plan,
+        dest_options,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        threads=args.threads,
+    )
+    print(
+        f"Wrote {result.dest}: {result.n_images} images in {result.n_tasks} shards, "
+        f"{result.bytes_written / 1e6:.1f} MB in {result.seconds:.1f} s "
+        f"({result.mb_per_s:.1f} MB/s)"
+    )
+
+
+def _run_synth(args: argparse.Namespace) -> None:
+    from ingest.synth import JUMP_SIZE, parse_wells, write_synth_plate
+
+    options = resolve_storage_options(args.dest, endpoint_url=args.endpoint_url)
+    plate = write_synth_plate(
+        args.dest,
+        wells=parse_wells(args.wells, args.plate_format),
+        fields=args.fields,
+        size=JUMP_SIZE if args.jump_size else args.size,
+        seed=args.seed,
+        plate=args.plate,
+        compression=None if args.compression == "none" else args.compression,
+        storage_options=options,
+    )
+    print(f"Wrote {plate.n_images} images to {plate.images_url} and {plate.load_data_url}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        args.handler(args)
+    except CubeError as exc:
+        logger.debug("Failed", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: the cube is left incomplete; re-run to finish it.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0

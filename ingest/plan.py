@@ -1,0 +1,79 @@
+"""The ingest plan: a cube's schema plus independent, shard-aligned write tasks.
+
+A source module turns SRC into an :class:`IngestPlan` by listing and reading
+metadata only. The runner executes :attr:`IngestPlan.tasks` in any order and on
+any worker: each task owns whole shards that no other task touches, so tasks
+never race on one object (zarr-python#3514, xarray#8371).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["BlockReader", "IngestPlan", "ShardTask"]
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One write task: the block at ``index`` (one entry per leading dim) and its inputs.
+
+    ``inputs`` pairs a position along the block's first axis (the channel for a
+    plate) with the URL of the file that fills it. Positions without an input
+    are missing images.
+    """
+
+    index: tuple[int, ...]
+    inputs: tuple[tuple[int, str], ...]
+
+
+# reader(task, context) -> (block, present): block has the shape of one shard
+# without the leading indexed dims; present is a bool per position of its first axis.
+BlockReader = Callable[[ShardTask, Any], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class IngestPlan:
+    """Everything needed to write a cube, and nothing that is not picklable.
+
+    Attributes
+    ----------
+    template
+        The cube's schema: coords as numpy arrays, data variables lazy (dask);
+        only metadata and coords of it are ever written.
+    encoding
+        Per-variable zarr encoding (chunks, shards, compressors).
+    variable
+        The variable the tasks fill (``images``); ``present`` is derived.
+    tasks
+        Independent tasks, each writing whole shards of ``variable``.
+    reader, context
+        ``reader(task, context)`` reads one task's block; both are pickled to
+        workers, so ``context`` holds URLs and options, never open handles.
+    """
+
+    source_format: str
+    src: str
+    dest: str
+    template: xr.Dataset
+    encoding: dict[str, dict[str, Any]]
+    variable: str
+    tasks: list[ShardTask]
+    reader: BlockReader
+    context: Any
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def block_shape(self) -> tuple[int, ...]:
+        """Shape of one task's block (the shard without its indexed leading dims)."""
+        shape = self.template[self.variable].shape
+        return tuple(shape[len(self.tasks[0].index) :]) if self.tasks else tuple(shape)
+
+    @property
+    def n_inputs(self) -> int:
+        """Number of input files the plan reads."""
+        return sum(len(t.inputs) for t in self.tasks)

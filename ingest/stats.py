@@ -1,0 +1,108 @@
+"""Per-channel statistics gathered while writing, merged exactly across tasks.
+
+Each task summarises its block into a :class:`ChannelStats` (counts, sums,
+extremes and, for 8/16-bit integers, a histogram); summaries merge
+associatively, so the runner can reduce them as a tree on any scheduler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ChannelStats"]
+
+_HIST_BINS = 4096
+
+
+@dataclass
+class ChannelStats:
+    """Mergeable summary of the present pixels of each channel."""
+
+    count: np.ndarray  # (C,) int64
+    total: np.ndarray  # (C,) float64
+    total_sq: np.ndarray  # (C,) float64
+    minimum: np.ndarray  # (C,) float64, +inf where empty
+    maximum: np.ndarray  # (C,) float64, -inf where empty
+    hist: np.ndarray | None  # (C, bins) int64 over the dtype's range, integers only
+    bin_width: float
+
+    @classmethod
+    def from_block(cls, block: np.ndarray, present: np.ndarray) -> ChannelStats:
+        """Summarise a ``(channel, ...)`` block, counting only channels marked present."""
+        n = block.shape[0]
+        stats = cls.empty(n, block.dtype)
+        for c in np.flatnonzero(present):
+            values = block[c].ravel()
+            stats.count[c] = values.size
+            as_float = values.astype(np.float64)
+            stats.total[c] = as_float.sum()
+            stats.total_sq[c] = np.dot(as_float, as_float)
+            stats.minimum[c] = values.min()
+            stats.maximum[c] = values.max()
+            if stats.hist is not None:
+                idx = (values // int(stats.bin_width)).astype(np.intp)
+                stats.hist[c] = np.bincount(idx, minlength=stats.hist.shape[1])
+        return stats
+
+    @classmethod
+    def empty(cls, n_channels: int, dtype: np.dtype) -> ChannelStats:
+        """A summary of nothing, for ``n_channels`` channels of ``dtype``."""
+        dtype = np.dtype(dtype)
+        hist = None
+        width = 0.0
+        if dtype.kind == "u" and dtype.itemsize <= 2:
+            levels = 2 ** (8 * dtype.itemsize)
+            bins = min(levels, _HIST_BINS)
+            hist = np.zeros((n_channels, bins), dtype=np.int64)
+            width = float(levels // bins)
+        return cls(
+            count=np.zeros(n_channels, np.int64),
+            total=np.zeros(n_channels),
+            total_sq=np.zeros(n_channels),
+            minimum=np.full(n_channels, np.inf),
+            maximum=np.full(n_channels, -np.inf),
+            hist=hist,
+            bin_width=width,
+        )
+
+    def merge(self, other: ChannelStats) -> ChannelStats:
+        """The summary of both inputs (neither is modified)."""
+        hist = None if self.hist is None or other.hist is None else self.hist + other.hist
+        return ChannelStats(
+            count=self.count + other.count,
+            total=self.total + other.total,
+            total_sq=self.total_sq + other.total_sq,
+            minimum=np.minimum(self.minimum, other.minimum),
+            maximum=np.maximum(self.maximum, other.maximum),
+            hist=hist,
+            bin_width=self.bin_width,
+        )
+
+    def result(self) -> dict[str, np.ndarray]:
+        """Arrays named by :data:`cubes.conventions.STAT_NAMES`; NaN for empty channels."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n = np.where(self.count > 0, self.count, np.nan)
+            mean = self.total / n
+            var = np.maximum(self.total_sq / n - mean**2, 0.0)
+        empty = self.count == 0
+        out = {
+            "mean": mean,
+            "std": np.sqrt(var),
+            "min": np.where(empty, np.nan, self.minimum),
+            "max": np.where(empty, np.nan, self.maximum),
+            "p01": self._percentile(1.0),
+            "p99": self._percentile(99.0),
+        }
+        return out
+
+    def _percentile(self, q: float) -> np.ndarray:
+        """Percentile from the histogram: the lower edge of the bin holding it (±bin width)."""
+        out = np.full(self.count.shape, np.nan)
+        if self.hist is None:
+            return out
+        for c in np.flatnonzero(self.count):
+            cum = np.cumsum(self.hist[c])
+            out[c] = np.searchsorted(cum, q / 100.0 * cum[-1], side="left") * self.bin_width
+        return out

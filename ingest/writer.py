@@ -1,0 +1,244 @@
+"""Writing a planned cube: schema first, then shard-aligned tasks, then the completion mark.
+
+The order makes an interrupted job safe: the group is created with
+``cube_complete: false``; tasks write whole shards that nothing else touches;
+only after every task has succeeded are the ``present`` mask and statistics
+written, ``cube_complete`` set and the metadata consolidated. A cube that
+looks complete is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import numpy as np
+import zarr
+from dask.diagnostics import ProgressBar
+
+from cubes import conventions as cv
+from cubes.errors import CubeExistsError
+from cubes.store import filesystem, is_local, join_url, storage_errors, zarr_store
+from ingest.plan import BlockReader, IngestPlan, ShardTask
+from ingest.stats import ChannelStats
+
+__all__ = ["IngestResult", "write_cube"]
+
+logger = logging.getLogger(__name__)
+
+_CONSOLIDATED_WARNING = "Consolidated metadata is currently not part in the Zarr format 3"
+
+
+@dataclass
+class _Partial:
+    """What tasks report back: which inputs were present, and their statistics."""
+
+    present: list[tuple[tuple[int, ...], np.ndarray]]
+    stats: ChannelStats
+
+    def merge(self, *others: _Partial) -> _Partial:
+        present = list(self.present)
+        stats = self.stats
+        for other in others:
+            present.extend(other.present)
+            stats = stats.merge(other.stats)
+        return _Partial(present, stats)
+
+
+@dataclass
+class IngestResult:
+    """Summary of a finished ingest."""
+
+    dest: str
+    n_tasks: int
+    n_images: int
+    bytes_written: int
+    seconds: float
+    stats: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+
+    @property
+    def mb_per_s(self) -> float:
+        """Uncompressed pixel MB written per second."""
+        return self.bytes_written / 1e6 / max(self.seconds, 1e-9)
+
+
+def write_cube(
+    plan: IngestPlan,
+    dest_options: dict[str, Any],
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    threads: int = 8,
+) -> IngestResult:
+    """Write ``plan`` to ``plan.dest``: prepare, create the schema, run the tasks, finalize.
+
+    Parameters
+    ----------
+    plan
+        From a source module's ``plan()``.
+    dest_options
+        Storage options of the destination.
+    overwrite
+        Replace a cube already at the destination (never other data).
+    progress
+        Show a progress bar on stderr.
+    threads
+        Threads of the local dask scheduler; the tasks are I/O bound.
+
+    Raises
+    ------
+    CubeExistsError
+        The destination holds a cube and ``overwrite`` is false, or holds other data.
+    """
+    start = time.perf_counter()
+    _prepare_dest(plan.dest, dest_options, overwrite)
+    _create(plan, dest_options)
+    partial = _run_tasks(plan, dest_options, progress=progress, threads=threads)
+    stats = _finalize(plan, dest_options, partial)
+    block_bytes = int(np.prod(plan.block_shape)) * plan.template[plan.variable].dtype.itemsize
+    return IngestResult(
+        dest=plan.dest,
+        n_tasks=len(plan.tasks),
+        n_images=plan.n_inputs,
+        bytes_written=block_bytes * len(plan.tasks),
+        seconds=time.perf_counter() - start,
+        stats=stats,
+    )
+
+
+def _prepare_dest(dest: str, options: dict[str, Any], overwrite: bool) -> None:
+    fs, path = filesystem(dest, options)
+    with storage_errors(dest, options):
+        if is_local(dest):
+            entries = os.listdir(path) if os.path.isdir(path) else []
+            if os.path.isfile(path):
+                entries = [path]
+        else:
+            entries = fs.find(path, maxdepth=1, withdirs=True)
+        has_cube = fs.exists(join_url(path, "zarr.json"))
+        if entries and not has_cube:
+            raise CubeExistsError(
+                f"{dest} already exists and holds data that is not a cube. Choose a new or "
+                "empty DEST; --overwrite only ever replaces a cube."
+            )
+        if has_cube and not overwrite:
+            raise CubeExistsError(
+                f"{dest} already holds a cube. Pass --overwrite to replace it, or choose another "
+                "DEST."
+            )
+        if has_cube:
+            logger.info("Removing the cube at %s (--overwrite)", dest)
+            fs.rm(path, recursive=True)
+
+
+def _create(plan: IngestPlan, options: dict[str, Any]) -> None:
+    """Write the schema (metadata and coords, no pixels) and mark the cube incomplete."""
+    store = zarr_store(plan.dest, options, read_only=False)
+    template = plan.template.copy()
+    template.attrs.update(plan.attrs)
+    template.attrs[cv.ATTR_VERSION] = cv.CONVENTION_VERSION
+    template.attrs[cv.ATTR_COMPLETE] = False
+    with storage_errors(plan.dest, options):
+        template.to_zarr(
+            store,
+            mode="w",
+            compute=False,
+            zarr_format=3,
+            consolidated=False,
+            encoding=plan.encoding,
+        )
+
+
+def _run_tasks(
+    plan: IngestPlan, options: dict[str, Any], *, progress: bool, threads: int
+) -> _Partial:
+    write = dask.delayed(_write_task, pure=False)
+    parts = [
+        write(task, plan.reader, plan.context, plan.dest, options, plan.variable)
+        for task in plan.tasks
+    ]
+    total = _tree_reduce(parts)
+    bar = ProgressBar(out=sys.stderr, minimum=1.0) if progress else _NoBar()
+    with bar, storage_errors(plan.dest, options):
+        (result,) = dask.compute(total, scheduler="threads", num_workers=threads)
+    return result
+
+
+class _NoBar:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _tree_reduce(items: list[Any], fan_in: int = 16) -> Any:
+    """Merge delayed partials as a tree, so no step holds all of them at once."""
+    merge = dask.delayed(_merge_partials, pure=True)
+    while len(items) > 1:
+        items = [merge(*items[i : i + fan_in]) for i in range(0, len(items), fan_in)]
+    return items[0]
+
+
+def _merge_partials(first: _Partial, *rest: _Partial) -> _Partial:
+    return first.merge(*rest)
+
+
+def _write_task(
+    task: ShardTask,
+    reader: BlockReader,
+    context: Any,
+    dest: str,
+    options: dict[str, Any],
+    variable: str,
+) -> _Partial:
+    block, present = reader(task, context)
+    array = _open_array(dest, options, variable)
+    array[task.index] = block
+    return _Partial([(task.index, present)], ChannelStats.from_block(block, present))
+
+
+_arrays: dict[tuple[int, str, str, str], zarr.Array] = {}
+_arrays_lock = threading.Lock()
+
+
+def _open_array(dest: str, options: dict[str, Any], variable: str) -> zarr.Array:
+    """The destination array, opened once per process (workers never share handles)."""
+    key = (os.getpid(), dest, json.dumps(options, sort_keys=True, default=str), variable)
+    with _arrays_lock:
+        if key not in _arrays:
+            store = zarr_store(dest, options, read_only=False)
+            _arrays[key] = zarr.open_array(store, path=variable, mode="r+", zarr_format=3)
+        return _arrays[key]
+
+
+def _finalize(plan: IngestPlan, options: dict[str, Any], partial: _Partial) -> dict[str, Any]:
+    """Write the mask and statistics, then mark the cube complete and consolidate."""
+    store = zarr_store(plan.dest, options, read_only=False)
+    with storage_errors(plan.dest, options):
+        group = zarr.open_group(store, mode="r+", zarr_format=3)
+        mask = np.zeros(group[cv.PRESENT].shape, dtype=bool)
+        for index, present in partial.present:
+            mask[index] = present
+        group[cv.PRESENT][...] = mask
+        stats = partial.stats.result()
+        for name, values in stats.items():
+            group[cv.stat_var(name)][...] = values
+        provenance = dict(group.attrs.get(cv.ATTR_PROVENANCE, {}))
+        provenance["n_present"] = int(mask.sum())
+        provenance["n_missing"] = int(mask.size - mask.sum())
+        group.attrs.update({cv.ATTR_PROVENANCE: provenance, cv.ATTR_COMPLETE: True})
+        with warnings.catch_warnings():
+            # Deliberate: consolidated metadata makes opening one small read.
+            warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
+            zarr.consolidate_metadata(store)
+    logger.info("Cube %s complete: %d of %d images present", plan.dest, mask.sum(), mask.size)
+    return stats
