@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 _S3_CONFIG = {
     "connect_timeout": 10,
     "read_timeout": 120,
-    "retries": {"max_attempts": 5, "mode": "standard"},
+    "retries": {"max_attempts": 3, "mode": "standard"},
 }
 
 

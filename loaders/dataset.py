@@ -44,6 +44,7 @@ class _Cube:
     url: str | None  # None: an in-memory Dataset, read through xarray
     storage_options: dict[str, Any]
     wells: np.ndarray
+    fields: np.ndarray
     mean: np.ndarray | None
     std: np.ndarray | None
     data: xr.DataArray | None  # kept only when url is None
@@ -73,6 +74,10 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         fsspec options for cube URLs (``endpoint_url``, ``anon`` …).
     threads
         Concurrent field reads per process.
+
+    Each batch is a dict: ``images`` float32 ``(N, C, H, W)``; ``present`` bool
+    ``(N, C)``; ``well`` (names), ``field`` (site numbers), ``cube`` (position in
+    ``cubes``), and ``y``/``x`` (window origin in pixels), one per sample.
 
     Notes
     -----
@@ -154,6 +159,7 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             url=url,
             storage_options=dict(ds.encoding.get("storage_options", {})),
             wells=np.array([str(w) for w in ds["well"].values], dtype=object),
+            fields=np.asarray(ds["field"].values).astype(np.int64),
             mean=stats["mean"],
             std=stats["std"],
             data=None if url else ds[self.variable],
@@ -220,7 +226,9 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             "images": torch.from_numpy(out),
             "present": torch.from_numpy(present),
             "well": [str(self._cubes[int(k)].wells[wi]) for k, wi in rows[:, :2]],
-            "field": torch.from_numpy(rows[:, 2].copy()),
+            "field": torch.tensor(
+                [int(self._cubes[int(k)].fields[fi]) for k, fi in rows[:, [0, 2]]]
+            ),
             "cube": torch.from_numpy(rows[:, 0].copy()),
             "y": torch.from_numpy(rows[:, 3].copy()),
             "x": torch.from_numpy(rows[:, 4].copy()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -21,6 +22,9 @@ for _key, _value in {
     "AWS_DEFAULT_REGION": "us-east-1",
 }.items():
     os.environ.setdefault(_key, _value)
+
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
 
 
 @pytest.fixture(scope="session")
