@@ -11,7 +11,7 @@ import zarr
 
 from cubes import conventions as cv
 from cubes.errors import IncompleteCubeError, IncompleteCubeWarning, SourceNotFoundError
-from cubes.store import resolve_storage_options, storage_errors, zarr_store
+from cubes.store import check_location, resolve_storage_options, storage_errors, zarr_store
 
 __all__ = ["open_cube"]
 
@@ -72,6 +72,7 @@ def open_cube(
         try:
             group = zarr.open_group(store, mode="r", zarr_format=3, use_consolidated=None)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+            check_location(url, options)
             raise SourceNotFoundError(
                 f"No cube at {url}: there is no Zarr v3 group there. Check the URL, or write a "
                 "cube there with 'python -m ingest'."

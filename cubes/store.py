@@ -22,6 +22,7 @@ from fsspec.implementations.local import LocalFileSystem
 from cubes.errors import CubeError, SourceNotFoundError, StorageError
 
 __all__ = [
+    "check_location",
     "filesystem",
     "is_local",
     "join_url",
@@ -120,6 +121,22 @@ def zarr_store(url: str, storage_options: dict[str, Any] | None = None, *, read_
     if is_local(url):
         return LocalStore(os.path.abspath(_strip_file(url)), read_only=read_only)
     return FsspecStore.from_url(url, storage_options=storage_options or {}, read_only=read_only)
+
+
+def check_location(url: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Raise the platform's error if ``url``'s endpoint or bucket is unusable; else nothing.
+
+    One listing request; a missing prefix inside an existing bucket is fine.
+    """
+    if is_local(url):
+        return
+    fs, path = filesystem(url, storage_options)
+    with storage_errors(url, storage_options):
+        if hasattr(fs, "call_s3"):  # s3fs: one LIST of at most one key
+            bucket, key, _ = fs.split_path(path)
+            fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=key, MaxKeys=1)
+        else:
+            fs.find(path, maxdepth=1)
 
 
 def _endpoint(storage_options: dict[str, Any] | None) -> str:

@@ -26,7 +26,7 @@ from dask.diagnostics import ProgressBar
 
 from cubes import conventions as cv
 from cubes.errors import CubeExistsError
-from cubes.store import filesystem, is_local, join_url, storage_errors, zarr_store
+from cubes.store import check_location, filesystem, is_local, join_url, storage_errors, zarr_store
 from ingest.plan import BlockReader, IngestPlan, ShardTask
 from ingest.stats import ChannelStats
 
@@ -115,6 +115,7 @@ def write_cube(
 
 
 def _prepare_dest(dest: str, options: dict[str, Any], overwrite: bool) -> None:
+    check_location(dest, options)
     fs, path = filesystem(dest, options)
     with storage_errors(dest, options):
         if is_local(dest):

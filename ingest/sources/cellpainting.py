@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import os
 import posixpath
 import re
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from zarr.codecs import BloscCodec
 import cubes
 from cubes import conventions as cv
 from cubes.errors import InvalidImageError, SchemaError, SourceNotFoundError
-from cubes.store import filesystem, storage_errors
+from cubes.store import filesystem, is_local, storage_errors
 from ingest.plan import IngestPlan, ShardTask
 
 __all__ = ["IMAGE_NAME", "SOURCE4_CHANNELS", "add_arguments", "plan", "read_block", "well_name"]
@@ -249,7 +250,7 @@ def plan(src: str, dest: str, args: argparse.Namespace, src_options: dict[str, A
             "plate": _plate_name(refs[0].url),
             cv.ATTR_PROVENANCE: {
                 "source_format": NAME,
-                "src": src,
+                "src": src if not is_local(src) else os.path.abspath(src),
                 "n_images": len(refs),
                 "software": f"cellcubes {cubes.__version__}",
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),

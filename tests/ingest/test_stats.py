@@ -1,0 +1,42 @@
+"""Per-channel statistics merge exactly, whatever the split into tasks."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.stats import ChannelStats
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    n_blocks=st.integers(1, 6),
+    missing=st.lists(st.booleans(), min_size=3, max_size=3),
+)
+def test_merged_equals_whole(seed, n_blocks, missing):
+    rng = np.random.default_rng(seed)
+    blocks = [rng.integers(0, 60000, (3, 8, 8), dtype=np.uint16) for _ in range(n_blocks)]
+    presents = [np.array([not m for m in missing]) for _ in blocks]
+    presents[0] = np.ones(3, bool)  # every channel present at least once
+    merged = ChannelStats.empty(3, np.uint16)
+    for block, present in zip(blocks, presents, strict=True):
+        merged = merged.merge(ChannelStats.from_block(block, present))
+    result = merged.result()
+    for c in range(3):
+        values = np.concatenate(
+            [b[c].ravel() for b, p in zip(blocks, presents, strict=True) if p[c]]
+        ).astype(float)
+        np.testing.assert_allclose(result["mean"][c], values.mean())
+        np.testing.assert_allclose(result["std"][c], values.std(), rtol=1e-6)
+        assert result["min"][c] == values.min() and result["max"][c] == values.max()
+        for name, q in (("p01", 1), ("p99", 99)):  # the lower edge of the right bin
+            exact = np.percentile(values, q, method="inverted_cdf")
+            assert result[name][c] <= exact < result[name][c] + merged.bin_width
+
+
+def test_empty_channel_is_nan():
+    stats = ChannelStats.from_block(np.ones((2, 4, 4), np.uint16), np.array([True, False]))
+    result = stats.result()
+    assert result["mean"][0] == 1 and np.isnan(result["mean"][1]) and np.isnan(result["p99"][1])
