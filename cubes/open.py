@@ -61,12 +61,11 @@ def open_cube(
 
     Examples
     --------
-    >>> ds = open_cube("s3://bucket/plate.zarr", endpoint_url="http://127.0.0.1:9000")  # doctest: +SKIP
+    >>> url = "s3://bucket/plate.zarr"
+    >>> ds = open_cube(url, endpoint_url="http://127.0.0.1:9000")  # doctest: +SKIP
     >>> ds.images.sel(well="A01", field=1, channel="DNA").plot()  # doctest: +SKIP
     """
-    options = resolve_storage_options(
-        url, storage_options, endpoint_url=endpoint_url, anon=anon
-    )
+    options = resolve_storage_options(url, storage_options, endpoint_url=endpoint_url, anon=anon)
     with storage_errors(url, options):
         store = zarr_store(url, options, read_only=True)
         try:

@@ -19,11 +19,12 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from cubes.errors import CubeError, SourceNotFoundError, StorageError
+from cubes.errors import CubeError, SchemaError, SourceNotFoundError, StorageError
 
 __all__ = [
     "check_location",
     "filesystem",
+    "group_array",
     "is_local",
     "join_url",
     "resolve_storage_options",
@@ -137,6 +138,19 @@ def check_location(url: str, storage_options: dict[str, Any] | None = None) -> N
             fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=key, MaxKeys=1)
         else:
             fs.find(path, maxdepth=1)
+
+
+def group_array(group: Any, name: str) -> Any:
+    """The array ``name`` of a zarr group, or :class:`SchemaError` naming what is there instead."""
+    import zarr
+
+    node = group.get(name)
+    if not isinstance(node, zarr.Array):
+        raise SchemaError(
+            f"The cube at {group.store} has no array '{name}' (found {type(node).__name__}). "
+            "Was it written by 'python -m ingest'?"
+        )
+    return node
 
 
 def _endpoint(storage_options: dict[str, Any] | None) -> str:

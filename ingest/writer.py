@@ -26,7 +26,15 @@ from dask.diagnostics import ProgressBar
 
 from cubes import conventions as cv
 from cubes.errors import CubeExistsError
-from cubes.store import check_location, filesystem, is_local, join_url, storage_errors, zarr_store
+from cubes.store import (
+    check_location,
+    filesystem,
+    group_array,
+    is_local,
+    join_url,
+    storage_errors,
+    zarr_store,
+)
 from ingest.plan import BlockReader, IngestPlan, ShardTask
 from ingest.stats import ChannelStats
 
@@ -226,14 +234,15 @@ def _finalize(plan: IngestPlan, options: dict[str, Any], partial: _Partial) -> d
     store = zarr_store(plan.dest, options, read_only=False)
     with storage_errors(plan.dest, options):
         group = zarr.open_group(store, mode="r+", zarr_format=3)
-        mask = np.zeros(group[cv.PRESENT].shape, dtype=bool)
+        present_array = group_array(group, cv.PRESENT)
+        mask = np.zeros(present_array.shape, dtype=bool)
         for index, present in partial.present:
             mask[index] = present
-        group[cv.PRESENT][...] = mask
+        present_array[...] = mask
         stats = partial.stats.result()
         for name, values in stats.items():
-            group[cv.stat_var(name)][...] = values
-        provenance = dict(group.attrs.get(cv.ATTR_PROVENANCE, {}))
+            group_array(group, cv.stat_var(name))[...] = values
+        provenance = dict(plan.attrs.get(cv.ATTR_PROVENANCE, {}))
         provenance["n_present"] = int(mask.sum())
         provenance["n_missing"] = int(mask.size - mask.sum())
         group.attrs.update({cv.ATTR_PROVENANCE: provenance, cv.ATTR_COMPLETE: True})

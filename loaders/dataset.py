@@ -28,7 +28,7 @@ import zarr
 from cubes import conventions as cv
 from cubes import open_cube
 from cubes.errors import SchemaError
-from cubes.store import zarr_store
+from cubes.store import group_array, zarr_store
 
 __all__ = ["CubeBatchDataset"]
 
@@ -45,6 +45,7 @@ class _Cube:
     storage_options: dict[str, Any]
     wells: np.ndarray
     fields: np.ndarray
+    present: np.ndarray | None  # (well, field, selected channel)
     mean: np.ndarray | None
     std: np.ndarray | None
     data: xr.DataArray | None  # kept only when url is None
@@ -86,7 +87,8 @@ class CubeBatchDataset(torch.utils.data.Dataset):
 
     Examples
     --------
-    >>> ds = CubeBatchDataset("s3://bkt/plate.zarr", input_dims={"y": 256, "x": 256})  # doctest: +SKIP
+    >>> window = {"y": 256, "x": 256}
+    >>> ds = CubeBatchDataset("s3://bkt/plate.zarr", input_dims=window)  # doctest: +SKIP
     >>> for batch in ds.loader(num_workers=2):  # doctest: +SKIP
     ...     model(batch["images"])
     """
@@ -117,8 +119,10 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         self._cubes: list[_Cube] = []
         samples = []
         for k, item in enumerate(items):
-            ds = item if isinstance(item, xr.Dataset) else open_cube(
-                item, storage_options=storage_options, require_complete=True
+            ds = (
+                item
+                if isinstance(item, xr.Dataset)
+                else open_cube(item, storage_options=storage_options, require_complete=True)
             )
             if k == 0:
                 self.channels, self._channel_index = _select_channels(ds, channels, variable)
@@ -160,6 +164,11 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             storage_options=dict(ds.encoding.get("storage_options", {})),
             wells=np.array([str(w) for w in ds["well"].values], dtype=object),
             fields=np.asarray(ds["field"].values).astype(np.int64),
+            present=(
+                np.asarray(ds[cv.PRESENT].values, dtype=bool)[:, :, self._channel_index]
+                if cv.PRESENT in ds
+                else None
+            ),
             mean=stats["mean"],
             std=stats["std"],
             data=None if url else ds[self.variable],
@@ -179,9 +188,10 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             for (s,) in schema.selectors.values()
         ]
         table = np.array(rows, dtype=np.int64).reshape(-1, 5)
-        if cv.PRESENT in ds:
-            present = np.asarray(ds[cv.PRESENT].values)[:, :, self._channel_index].any(axis=-1)
-            table = table[present[table[:, 1], table[:, 2]]]
+        present = self._cubes[k].present
+        if present is not None:
+            any_channel = np.asarray(present.any(axis=-1))
+            table = table[any_channel[table[:, 1], table[:, 2]]]
         return table
 
     # --- torch Dataset ------------------------------------------------------------------
@@ -213,8 +223,9 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             region = self._read(key, slice(y0, int(ys.max()) + h), slice(x0, int(xs.max()) + w))
             for i, y, x in zip(members, ys, xs, strict=True):
                 out[i] = region[:, y - y0 : y - y0 + h, x - x0 : x - x0 + w]
-            mask = self._local.present(self, key)
-            present[members] = mask
+            mask = self._cubes[key[0]].present
+            if mask is not None:
+                present[members] = mask[key[1], key[2]]
 
         list(self._local.pool(self.threads).map(fill, groups))
         if self.normalize:
@@ -242,7 +253,7 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             sel = cube.data[wi, fi][self._channel_index, ys, xs]
             return np.asarray(sel.values)
         array = self._local.array(self, k)
-        return array.oindex[wi, fi, self._channel_index, ys, xs]
+        return np.asarray(array.oindex[wi, fi, self._channel_index, ys, xs])
 
     # --- workers ------------------------------------------------------------------------
 
@@ -266,13 +277,12 @@ class CubeBatchDataset(torch.utils.data.Dataset):
 
 
 class _ProcessLocal:
-    """Open arrays, masks and the thread pool of one process; rebuilt after fork/pickle."""
+    """Open arrays and the thread pool of one process; rebuilt after fork/pickle."""
 
     def __init__(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._arrays: dict[int, zarr.Array] = {}
-        self._present: dict[int, np.ndarray] = {}
         self._pool: ThreadPoolExecutor | None = None
 
     def __reduce__(self) -> tuple[type, tuple[()]]:
@@ -296,23 +306,8 @@ class _ProcessLocal:
                 cube = ds._cubes[k]
                 store = zarr_store(cube.url or "", cube.storage_options, read_only=True)
                 group = zarr.open_group(store, mode="r", zarr_format=3)
-                self._arrays[k] = group[ds.variable]  # type: ignore[assignment]
-                self._present[k] = (
-                    group[cv.PRESENT][...] if cv.PRESENT in group else None  # type: ignore[assignment]
-                )
+                self._arrays[k] = group_array(group, ds.variable)
             return self._arrays[k]
-
-    def present(self, ds: CubeBatchDataset, key: tuple[int, int, int]) -> np.ndarray:
-        k, wi, fi = key
-        cube = ds._cubes[k]
-        if cube.data is None:
-            self.array(ds, k)
-            mask = self._present.get(k)
-        else:
-            mask = None
-        if mask is None:
-            return np.ones(len(ds._channel_index), dtype=bool)
-        return mask[wi, fi, ds._channel_index]
 
 
 def _select_channels(

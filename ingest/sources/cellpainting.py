@@ -233,7 +233,11 @@ def plan(src: str, dest: str, args: argparse.Namespace, src_options: dict[str, A
     }
     logger.info(
         "Planned %d images: %d wells x %d fields x %d channels of %s",
-        len(refs), len(wells), len(fields), n_chan, _describe(shape, dtype),
+        len(refs),
+        len(wells),
+        len(fields),
+        n_chan,
+        _describe(shape, dtype),
     )
     return IngestPlan(
         source_format=NAME,

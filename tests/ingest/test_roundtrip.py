@@ -18,7 +18,9 @@ from ingest.writer import write_cube
 NAMES = st.tuples(st.integers(1, 16), st.integers(1, 24), st.integers(1, 12), st.integers(1, 8))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     images=st.sets(NAMES, min_size=1, max_size=12),
     shape=st.tuples(st.integers(1, 20), st.integers(1, 20)),

@@ -67,7 +67,9 @@ def test_dataloader_with_two_workers_reads_every_field_once(s3_cube, context):
     for batch in loader:
         assert batch["images"].dtype == torch.float32
         assert batch["images"].shape[1:] == (8, 48, 48)
-        for i, (well, field_index) in enumerate(zip(batch["well"], batch["field"].tolist())):
+        for i, (well, field_index) in enumerate(
+            zip(batch["well"], batch["field"].tolist(), strict=True)
+        ):
             key = (well, field_index)
             assert key not in seen_values, f"{key} twice in one epoch"
             seen_values[key] = batch["images"][i].numpy()
