@@ -115,7 +115,8 @@ def main() -> None:
 
     print(f"\n{len(sites)} fields of {C}x{N}x{N} uint16 ({field_mb:.1f} MB each) on moto S3\n")
     print(
-        f"| layout | objects per JUMP plate | stored MB per field | field MB/s | one-channel MB/s | field read vs TIFF |"
+        "| layout | objects per JUMP plate | stored MB per field | field MB/s "
+        "| one-channel MB/s | field read vs TIFF |"
     )
     print("|---|---:|---:|---:|---:|---:|")
     base = None
@@ -129,15 +130,16 @@ def main() -> None:
         )
 
     print(
-        "\n| codec (Blosc, byte shuffle) | ratio | encode MB/s | decode MB/s |\n|---|---:|---:|---:|"
+        "\n| codec (Blosc, byte shuffle) | ratio | encode MB/s | decode MB/s |\n"
+        "|---|---:|---:|---:|"
     )
     pixels = np.stack(list(data.values()))
     for cname, level in (("zstd", 1), ("zstd", 3), ("zstd", 5), ("lz4", 5)):
         blosc = numcodecs.Blosc(cname, level, numcodecs.Blosc.SHUFFLE)
         chunks = [pixels[i, c] for i in range(len(pixels)) for c in range(C)]
-        t_enc = _best(lambda: [blosc.encode(x) for x in chunks], 2)
+        t_enc = _best(lambda b=blosc, xs=chunks: [b.encode(x) for x in xs], 2)
         encoded = [blosc.encode(x) for x in chunks]
-        t_dec = _best(lambda: [blosc.decode(e) for e in encoded], 2)
+        t_dec = _best(lambda b=blosc, es=encoded: [b.decode(e) for e in es], 2)
         size = sum(len(e) for e in encoded)
         print(
             f"| {cname} {level} | {pixels.nbytes / size:.2f} | {pixels.nbytes / t_enc / 1e6:.0f} "
