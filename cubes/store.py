@@ -201,6 +201,11 @@ def translate_storage_error(
             f"Bucket '{bucket}' does not exist at {endpoint} ({url}). Check the bucket name in "
             "the URL and the endpoint, or create the bucket first."
         )
+    if isinstance(exc, PermissionError) and (storage_options or {}).get("anon"):
+        return StorageError(
+            f"Anonymous access to {url} was denied at {endpoint}: the bucket or object is not "
+            "public. Drop --anon to sign requests with your AWS credentials."
+        )
     if isinstance(exc, PermissionError):
         return StorageError(
             f"Access to {url} was denied at {endpoint}. Check the credentials' permissions, "

@@ -31,20 +31,33 @@ class ChannelStats:
     @classmethod
     def from_block(cls, block: np.ndarray, present: np.ndarray) -> ChannelStats:
         """Summarise a ``(channel, ...)`` block, counting only channels marked present."""
-        n = block.shape[0]
-        stats = cls.empty(n, block.dtype)
+        stats = cls.empty(block.shape[0], block.dtype)
         for c in np.flatnonzero(present):
-            values = block[c].ravel()
-            stats.count[c] = values.size
-            as_float = values.astype(np.float64)
-            stats.total[c] = as_float.sum()
-            stats.total_sq[c] = np.dot(as_float, as_float)
-            stats.minimum[c] = values.min()
-            stats.maximum[c] = values.max()
-            if stats.hist is not None:
-                idx = (values // int(stats.bin_width)).astype(np.intp)
-                stats.hist[c] = np.bincount(idx, minlength=stats.hist.shape[1])
+            if stats.hist is None:
+                stats._add_float(c, block[c].ravel())
+            else:
+                stats._add_integer(c, block[c].ravel(), stats.hist)
         return stats
+
+    def _add_integer(self, c: int, values: np.ndarray, hist: np.ndarray) -> None:
+        """Exact sums and extremes from one full-resolution histogram (one pass, no copies)."""
+        full = np.bincount(values, minlength=2 ** (8 * values.dtype.itemsize))
+        levels = np.flatnonzero(full)
+        weights = full[levels].astype(np.float64)
+        as_float = levels.astype(np.float64)
+        self.count[c] = values.size
+        self.total[c] = weights @ as_float
+        self.total_sq[c] = weights @ (as_float * as_float)
+        self.minimum[c], self.maximum[c] = levels[0], levels[-1]
+        hist[c] = full.reshape(hist.shape[1], -1).sum(axis=1)
+
+    def _add_float(self, c: int, values: np.ndarray) -> None:
+        as_float = values.astype(np.float64)
+        self.count[c] = values.size
+        self.total[c] = as_float.sum()
+        self.total_sq[c] = as_float @ as_float
+        self.minimum[c] = as_float.min()
+        self.maximum[c] = as_float.max()
 
     @classmethod
     def empty(cls, n_channels: int, dtype: np.dtype) -> ChannelStats:

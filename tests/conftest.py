@@ -76,14 +76,17 @@ def bucket(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bucket
     s3fs.S3FileSystem.clear_instance_cache()
 
 
-def run_cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m ingest ARGS`` as users do, in a subprocess."""
+def run_cli(
+    *args: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python -m ingest ARGS`` as users do, in a subprocess (``env`` replaces os.environ)."""
     proc = subprocess.run(
         [sys.executable, "-m", "ingest", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        env=env,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

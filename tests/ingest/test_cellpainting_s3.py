@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -62,3 +64,35 @@ def test_storage_layout_is_one_object_per_field(bucket):
     chunks = [p for p in bucket.fs().find(f"{bucket.name}/plate.zarr/images") if "/c/" in p]
     assert len(chunks) == 2 * 2  # one shard object per (well, field), all 8 channels inside
     assert bucket.fs().exists(f"{bucket.name}/plate.zarr/zarr.json")
+
+
+def test_anon_reads_a_public_bucket_without_credentials(bucket, tmp_path):
+    run_cli("synth-plate", f"{bucket.url}/raw", "--wells", "1", "--fields", "1", "--size", "16")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ENDPOINT_URL=bucket.endpoint,
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+    )
+    args = ["cellpainting", f"{bucket.url}/raw", str(tmp_path / "a.zarr"), "--no-progress"]
+    signed = run_cli(*args, env=env, check=False)
+    assert signed.returncode == 2
+    assert f"No AWS credentials found to access {bucket.url}/raw" in signed.stderr
+    assert "--anon" in signed.stderr
+    denied = run_cli(*args, "--anon", env=env, check=False)  # private objects
+    assert denied.returncode == 2
+    assert "Anonymous access to s3://" in denied.stderr and "Drop --anon" in denied.stderr
+    _make_public(bucket)
+    run_cli(*args, "--anon", env=env)
+    assert cubes.open_cube(str(tmp_path / "a.zarr")).present.all()
+
+
+def _make_public(bucket) -> None:
+    """Public-read ACLs on every object, as on a public dataset bucket."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=bucket.endpoint)
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket.name):
+        for obj in page.get("Contents", []):
+            s3.put_object_acl(Bucket=bucket.name, Key=obj["Key"], ACL="public-read")

@@ -40,3 +40,13 @@ def test_empty_channel_is_nan():
     stats = ChannelStats.from_block(np.ones((2, 4, 4), np.uint16), np.array([True, False]))
     result = stats.result()
     assert result["mean"][0] == 1 and np.isnan(result["mean"][1]) and np.isnan(result["p99"][1])
+
+
+def test_float_images_have_moments_but_no_percentiles():
+    rng = np.random.default_rng(0)
+    block = rng.normal(5, 2, (2, 16, 16)).astype(np.float32)
+    result = ChannelStats.from_block(block, np.array([True, True])).result()
+    np.testing.assert_allclose(result["mean"], block.reshape(2, -1).mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(result["std"], block.reshape(2, -1).std(axis=1), rtol=1e-5)
+    np.testing.assert_array_equal(result["max"], block.reshape(2, -1).max(axis=1))
+    assert np.isnan(result["p01"]).all()
