@@ -32,7 +32,7 @@ class ChannelStats:
     def from_block(cls, block: np.ndarray, present: np.ndarray) -> ChannelStats:
         """Summarise a ``(channel, ...)`` block, counting only channels marked present."""
         stats = cls.empty(block.shape[0], block.dtype)
-        for c in np.flatnonzero(present):
+        for c in np.flatnonzero(present).tolist():
             if stats.hist is None:
                 stats._add_float(c, block[c].ravel())
             else:
