@@ -19,6 +19,7 @@ KIND_PLATE = "cellpainting-plate"
 # Variables and dims of a plate cube.
 IMAGES = "images"
 PRESENT = "present"
+THUMBNAIL = "thumbnail"
 PLATE_DIMS = ("well", "field", "channel", "y", "x")
 SAMPLE_DIMS = ("well", "field")
 

@@ -116,6 +116,7 @@ def _run_synth(args: argparse.Namespace) -> None:
         size=JUMP_SIZE if args.jump_size else args.size,
         seed=args.seed,
         plate=args.plate,
+        plate_format=args.plate_format,
         compression=None if args.compression == "none" else args.compression,
         storage_options=options,
     )

@@ -54,6 +54,9 @@ class IngestPlan:
     reader, context
         ``reader(task, context)`` reads one task's block; both are pickled to
         workers, so ``context`` holds URLs and options, never open handles.
+    derived
+        Variables computed from each block and written at the same index by the
+        same task (a thumbnail level); module-level functions, so they pickle.
     """
 
     source_format: str
@@ -65,6 +68,7 @@ class IngestPlan:
     tasks: list[ShardTask]
     reader: BlockReader
     context: Any
+    derived: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -26,7 +26,9 @@ import tifffile
 
 from cubes.errors import SchemaError
 from cubes.store import filesystem, is_local, join_url, storage_errors
-from ingest.sources.cellpainting import SOURCE4_CHANNELS, well_name
+from ingest.sources._harmony import HarmonyImage, write_index
+from ingest.sources._jump import SOURCE4_CHANNELS
+from ingest.sources.cellpainting import well_name
 
 __all__ = ["JUMP_SIZE", "SynthPlate", "parse_wells", "synth_field", "write_synth_plate"]
 
@@ -35,6 +37,20 @@ logger = logging.getLogger(__name__)
 JUMP_SIZE = 1080
 PLATE_FORMATS = {96: (8, 12), 384: (16, 24), 1536: (32, 48)}
 TIMESTAMP = "2021-05-02T16_02_51"
+PIXEL_SIZE_M = 0.598e-6  # JUMP source_4 at binning 2
+FIELD_SPACING_M = 700e-6
+
+# Instrument channel name and main excitation/emission (nm) of each source_4 channel.
+INSTRUMENT = {
+    1: ("Alexa 647", 640, 706),
+    2: ("Alexa 568", 561, 599),
+    3: ("Alexa 488 long", 488, 601),
+    4: ("Alexa 488", 488, 522),
+    5: ("HOECHST 33342", 375, 456),
+    6: ("Brightfield High", 0, 0),
+    7: ("Brightfield Low", 0, 0),
+    8: ("Brightfield", 0, 0),
+}
 
 # pe2loaddata's LoadData column stem for each source_4 channel name.
 LOADDATA_NAMES = {name: f"Orig{name}" for name in SOURCE4_CHANNELS.values()}
@@ -83,6 +99,7 @@ def write_synth_plate(
     size: int = 256,
     seed: int = 0,
     plate: str = "SYNTH0001",
+    plate_format: int = 384,
     compression: str | None = None,
     storage_options: dict[str, Any] | None = None,
     threads: int = 4,
@@ -90,7 +107,7 @@ def write_synth_plate(
     """Write a synthetic plate under ``dest`` (local path or URL).
 
     Layout: ``dest/<plate>__<timestamp>-Measurement1/Images/rRRcCCfFFp01-chNsk1fk1fl1.tiff``
-    and ``dest/load_data.csv``.
+    with ``Index.idx.xml`` beside the images, and ``dest/load_data.csv``.
 
     Parameters
     ----------
@@ -121,11 +138,43 @@ def write_synth_plate(
     with storage_errors(dest, options), ThreadPoolExecutor(threads) as pool:
         for files in pool.map(make, sites):
             fs.pipe(files)
+    index = _harmony_index(plate, plate_format, sites, fields)
+    with storage_errors(dest, options):
+        fs.pipe_file(join_url(images_path, "Index.idx.xml"), index)
     load_data_url = join_url(dest, "load_data.csv")
     with storage_errors(dest, options):
         fs.pipe_file(filesystem(load_data_url, options)[1], _load_data(images_url, plate, sites))
     logger.info("Wrote %d images of plate %s to %s", len(sites) * 8, plate, images_url)
     return SynthPlate(images_url, load_data_url, plate, len(sites) * len(SOURCE4_CHANNELS))
+
+
+def _harmony_index(
+    plate: str, plate_format: int, sites: list[tuple[int, int, int]], fields: int
+) -> bytes:
+    side = int(np.ceil(np.sqrt(fields)))
+    images = []
+    for row, col, fld in sites:
+        gy, gx = divmod(fld - 1, side)
+        for ch, (name, ex, em) in INSTRUMENT.items():
+            images.append(
+                HarmonyImage(
+                    name=_image_name(row, col, fld, ch),
+                    row=row,
+                    column=col,
+                    field=fld,
+                    plane=1,
+                    channel=ch,
+                    channel_name=name,
+                    excitation_nm=ex,
+                    emission_nm=em,
+                    resolution_x_m=PIXEL_SIZE_M,
+                    resolution_y_m=PIXEL_SIZE_M,
+                    position_x_m=(gx - (side - 1) / 2) * FIELD_SPACING_M,
+                    position_y_m=(gy - (side - 1) / 2) * FIELD_SPACING_M,
+                )
+            )
+    rows, cols = PLATE_FORMATS[plate_format]
+    return write_index(plate, rows, cols, images)
 
 
 def _image_name(row: int, column: int, field: int, channel: int) -> str:

@@ -169,11 +169,12 @@ def _create(plan: IngestPlan, options: dict[str, Any]) -> None:
 def _run_tasks(
     plan: IngestPlan, options: dict[str, Any], *, progress: bool, threads: int
 ) -> _Partial:
+    job = dask.delayed(
+        _Job(plan.reader, plan.context, plan.dest, options, plan.variable, plan.derived),
+        pure=True,
+    )  # one graph key, shared by every task (and shipped once to distributed workers)
     write = dask.delayed(_write_task, pure=False)
-    parts = [
-        write(task, plan.reader, plan.context, plan.dest, options, plan.variable)
-        for task in plan.tasks
-    ]
+    parts = [write(task, job) for task in plan.tasks]
     total = _tree_reduce(parts)
     bar = ProgressBar(out=sys.stderr, minimum=1.0) if progress else _NoBar()
     with bar, storage_errors(plan.dest, options):
@@ -201,17 +202,23 @@ def _merge_partials(first: _Partial, *rest: _Partial) -> _Partial:
     return first.merge(*rest)
 
 
-def _write_task(
-    task: ShardTask,
-    reader: BlockReader,
-    context: Any,
-    dest: str,
-    options: dict[str, Any],
-    variable: str,
-) -> _Partial:
-    block, present = reader(task, context)
-    array = _open_array(dest, options, variable)
-    array[task.index] = block
+@dataclass(frozen=True)
+class _Job:
+    """What every write task needs: picklable, no open handles."""
+
+    reader: BlockReader
+    context: Any
+    dest: str
+    options: dict[str, Any]
+    variable: str
+    derived: dict[str, Any]
+
+
+def _write_task(task: ShardTask, job: _Job) -> _Partial:
+    block, present = job.reader(task, job.context)
+    _open_array(job.dest, job.options, job.variable)[task.index] = block
+    for name, derive in job.derived.items():
+        _open_array(job.dest, job.options, name)[task.index] = derive(block)
     return _Partial([(task.index, present)], ChannelStats.from_block(block, present))
 
 

@@ -19,17 +19,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-import dask.array as da
 import numpy as np
 import tifffile
-import xarray as xr
 from zarr.codecs import BloscCodec
 
 import cubes
 from cubes import conventions as cv
 from cubes.errors import InvalidImageError, SchemaError, SourceNotFoundError
-from cubes.store import filesystem, is_local, storage_errors
+from cubes.store import filesystem, is_local, resolve_storage_options, storage_errors
 from ingest.plan import IngestPlan, ShardTask
+from ingest.sources._harmony import INDEX_NAMES, HarmonyIndex, read_index
+from ingest.sources._jump import SOURCE4_CHANNELS, plate_location, read_channel_map
+from ingest.sources._plate import PlateMeta, plate_template, thumbnail, well_name
 
 __all__ = ["IMAGE_NAME", "SOURCE4_CHANNELS", "add_arguments", "plan", "read_block", "well_name"]
 
@@ -44,19 +45,6 @@ IMAGE_NAME = re.compile(
     re.IGNORECASE,
 )
 EXAMPLE_NAME = "r01c01f01p01-ch1sk1fk1fl1.tiff"
-
-# JUMP channel_mapping.csv, Metadata_Source == source_4: Mito=1, AGP=2, RNA=3, ER=4,
-# DNA=5, BFHighest=6, BFLowest=7, BFMedium=8 (pe2loaddata: HighZBF, LowZBF, Brightfield).
-SOURCE4_CHANNELS: dict[int, str] = {
-    1: "Mito",
-    2: "AGP",
-    3: "RNA",
-    4: "ER",
-    5: "DNA",
-    6: "HighZBF",
-    7: "LowZBF",
-    8: "Brightfield",
-}
 
 # Chosen by benchmarks/layout.py: ratio within 4% of level 3, twice its encode speed.
 COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
@@ -90,35 +78,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="UM",
-        help="pixel size in micrometres for the y/x coords (default: pixel indices)",
+        help="pixel size in µm for the y/x coords (default: from Index.idx.xml, else pixels)",
+    )
+    parser.add_argument(
+        "--channel-map",
+        default=None,
+        metavar="CSV",
+        help="JUMP channel_mapping.csv (path or URL) naming the channels; default: source_4's",
+    )
+    parser.add_argument(
+        "--source",
+        default=None,
+        help="the Metadata_Source row of --channel-map (default source_4)",
     )
 
 
-def well_name(row: int, column: int) -> str:
-    """Well name from 1-based row and column: ``(1, 3) -> 'A03'``, ``(27, 1) -> 'AA01'``."""
-    return f"{_row_letters(row)}{column:02d}"
-
-
-def _row_letters(row: int) -> str:
-    letters = ""
-    while row > 0:
-        row, rem = divmod(row - 1, 26)
-        letters = chr(ord("A") + rem) + letters
-    return letters
-
-
-def discover(src: str, storage_options: dict[str, Any]) -> list[ImageRef]:
-    """List the plate images under ``src`` (one recursive listing, no per-file requests)."""
+def discover(src: str, storage_options: dict[str, Any]) -> tuple[list[ImageRef], list[str]]:
+    """The plate images and Harmony index files under ``src``, from one recursive listing."""
     fs, root = filesystem(src, storage_options)
     with storage_errors(src, storage_options):
         listing = fs.find(root)
-    refs = []
+    refs, indexes = [], []
     for path in listing:
-        match = IMAGE_NAME.match(posixpath.basename(path))
+        name = posixpath.basename(path.replace("\\", "/"))
+        url = path if _is_local_fs(fs) else fs.unstrip_protocol(path)
+        match = IMAGE_NAME.match(name)
         if match:
             parts = {k: int(v) for k, v in match.groupdict().items()}
-            url = path if _is_local_fs(fs) else fs.unstrip_protocol(path)
             refs.append(ImageRef(url=url, **parts))
+        elif name in INDEX_NAMES:
+            indexes.append(url)
     if not refs:
         raise SourceNotFoundError(
             f"No Cell Painting images found under {src} ({len(listing)} files listed, none named "
@@ -126,7 +115,7 @@ def discover(src: str, storage_options: dict[str, Any]) -> list[ImageRef]:
             "folder."
         )
     _check_one_plate(src, refs)
-    return refs
+    return refs, indexes
 
 
 def _is_local_fs(fs: Any) -> bool:
@@ -204,13 +193,15 @@ def _describe(shape: tuple[int, ...], dtype: Any) -> str:
 
 def plan(src: str, dest: str, args: argparse.Namespace, src_options: dict[str, Any]) -> IngestPlan:
     """Plan the cube of the plate under ``src``: list images, read one header, lay out shards."""
-    refs = discover(src, src_options)
+    refs, indexes = discover(src, src_options)
     shape, dtype = _read_header(refs[0].url, src_options)
     if len(shape) != 2:
         raise InvalidImageError(
             f"{refs[0].url} has shape {shape}; Cell Painting images are 2-D (y, x). Give single-"
             "plane grayscale TIFFs."
         )
+    meta = _metadata(refs, indexes, args, src_options)
+    names = _channel_map(args)
     wells = sorted({(r.row, r.column) for r in refs})
     fields = sorted({r.field for r in refs})
     channels = sorted({r.channel for r in refs})
@@ -222,15 +213,9 @@ def plan(src: str, dest: str, args: argparse.Namespace, src_options: dict[str, A
         key = (well_pos[(r.row, r.column)], field_pos[r.field])
         by_shard.setdefault(key, []).append((chan_pos[r.channel], r.url))
     tasks = [ShardTask(index=k, inputs=tuple(sorted(v))) for k, v in sorted(by_shard.items())]
-    template = _template(wells, fields, channels, shape, dtype, args.pixel_size)
+    named = [(c, names.get(c, f"ch{c}")) for c in channels]
+    template = plate_template(wells, fields, named, (shape[0], shape[1]), dtype, meta)
     n_chan = len(channels)
-    encoding = {
-        cv.IMAGES: {
-            "chunks": (1, 1, 1, *shape),
-            "shards": (1, 1, n_chan, *shape),
-            "compressors": [COMPRESSOR],
-        }
-    }
     logger.info(
         "Planned %d images: %d wells x %d fields x %d channels of %s",
         len(refs),
@@ -244,17 +229,18 @@ def plan(src: str, dest: str, args: argparse.Namespace, src_options: dict[str, A
         src=src,
         dest=dest,
         template=template,
-        encoding=encoding,
+        encoding=_encoding(n_chan, shape, template),
         variable=cv.IMAGES,
         tasks=tasks,
         reader=read_block,
         context=ReadContext(src_options, (shape[0], shape[1]), dtype.str, n_chan),
+        derived={cv.THUMBNAIL: thumbnail},
         attrs={
             cv.ATTR_KIND: cv.KIND_PLATE,
-            "plate": _plate_name(refs[0].url),
             cv.ATTR_PROVENANCE: {
                 "source_format": NAME,
                 "src": src if not is_local(src) else os.path.abspath(src),
+                "index": meta.index_url,
                 "n_images": len(refs),
                 "software": f"cellcubes {cubes.__version__}",
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -263,48 +249,63 @@ def plan(src: str, dest: str, args: argparse.Namespace, src_options: dict[str, A
     )
 
 
-def _plate_name(url: str) -> str:
-    """Plate id from the measurement folder: ``BR00117035__2021-05-02T16_02_51-Measurement1``."""
-    for part in reversed(url.replace("\\", "/").split("/")):
-        if "__" in part and "Measurement" in part:
-            return part.split("__", 1)[0]
-    return ""
+def _encoding(n_chan: int, shape: tuple[int, ...], template: Any) -> dict[str, dict[str, Any]]:
+    return {
+        cv.IMAGES: {
+            "chunks": (1, 1, 1, *shape),
+            "shards": (1, 1, n_chan, *shape),
+            "compressors": [COMPRESSOR],
+        },
+        cv.THUMBNAIL: {
+            "chunks": (1, 1, n_chan, *template[cv.THUMBNAIL].shape[-2:]),
+            "compressors": [COMPRESSOR],
+        },
+    }
 
 
-def _template(
-    wells: list[tuple[int, int]],
-    fields: list[int],
-    channels: list[int],
-    shape: tuple[int, ...],
-    dtype: np.dtype,
-    pixel_size: float | None,
-) -> xr.Dataset:
-    n_w, n_f, n_c = len(wells), len(fields), len(channels)
-    full = (n_w, n_f, n_c, *shape)
-    images = da.zeros(full, dtype=dtype, chunks=(1, 1, n_c, *shape))
-    unit = "pixel" if pixel_size is None else "µm"
-    step = 1.0 if pixel_size is None else pixel_size
-    coords = {
-        "well": ("well", np.array([well_name(r, c) for r, c in wells], dtype=object)),
-        "row": ("well", np.array([_row_letters(r) for r, _ in wells], dtype=object)),
-        "column": ("well", np.array([c for _, c in wells], dtype=np.int16)),
-        "field": ("field", np.array(fields, dtype=np.int16)),
-        "channel": (
-            "channel",
-            np.array([SOURCE4_CHANNELS.get(c, f"ch{c}") for c in channels], dtype=object),
-        ),
-        "channel_number": ("channel", np.array(channels, dtype=np.int16)),
-        "y": ("y", np.arange(shape[0]) * step, {"units": unit}),
-        "x": ("x", np.arange(shape[1]) * step, {"units": unit}),
-    }
-    data_vars: dict[str, Any] = {
-        cv.IMAGES: (cv.PLATE_DIMS, images, {"long_name": "Cell Painting images"}),
-        cv.PRESENT: (
-            cv.PLATE_DIMS[:3],
-            np.zeros((n_w, n_f, n_c), dtype=bool),
-            {"long_name": "True where the source image was found and written"},
-        ),
-    }
-    for stat in cv.STAT_NAMES:
-        data_vars[cv.stat_var(stat)] = ("channel", np.full(n_c, np.nan), {"stat": stat})
-    return xr.Dataset(data_vars, coords=coords)
+def _channel_map(args: argparse.Namespace) -> dict[int, str]:
+    url = getattr(args, "channel_map", None)
+    options = (
+        resolve_storage_options(url, endpoint_url=getattr(args, "endpoint_url", None))
+        if url
+        else {}
+    )
+    return read_channel_map(url, getattr(args, "source", None), options)
+
+
+def _metadata(
+    refs: list[ImageRef], indexes: list[str], args: argparse.Namespace, options: dict[str, Any]
+) -> PlateMeta:
+    """Plate id, batch and source from the keys; the rest from the Harmony index, if any."""
+    meta = PlateMeta(**plate_location(refs[0].url))
+    if indexes:
+        _apply_index(read_index(indexes[0], options), refs, meta)
+    if getattr(args, "pixel_size", None) is not None:
+        meta.pixel_size_um = args.pixel_size
+    return meta
+
+
+def _apply_index(index: HarmonyIndex, refs: list[ImageRef], meta: PlateMeta) -> None:
+    by_name = {posixpath.basename(r.url.replace("\\", "/")): r for r in refs}
+    for im in index.images:
+        ref = by_name.get(im.name)
+        if ref is None:
+            continue
+        said = (im.row, im.column, im.field, im.plane, im.channel)
+        named = (ref.row, ref.column, ref.field, ref.plane, ref.channel)
+        if said != named:
+            raise SchemaError(
+                f"{index.url} contradicts the file names: it places {im.name} at row, column, "
+                f"field, plane, channel {said}, the name says {named}. Fix or remove the index "
+                "file, or the misnamed image."
+            )
+        meta.instrument.setdefault(im.channel, (im.channel_name, im.excitation_nm, im.emission_nm))
+        if np.isfinite(im.position_x_m):
+            meta.positions[(im.row, im.column, im.field)] = (
+                im.position_x_m * 1e6,
+                im.position_y_m * 1e6,
+            )
+        if meta.pixel_size_um is None and np.isfinite(im.resolution_x_m):
+            meta.pixel_size_um = im.resolution_x_m * 1e6
+    meta.plate = meta.plate or index.plate_id
+    meta.index_url = index.url

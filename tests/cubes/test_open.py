@@ -43,7 +43,8 @@ def test_coords_and_attributes(local_cube, local_plate):
     assert ds.attrs["provenance"]["n_images"] == 3 * 2 * 8
     assert "T" in ds.attrs["provenance"]["created"]
     assert ds.encoding["source"] == str(local_cube)
-    assert ds.y.attrs["units"] == "pixel"
+    assert ds.y.attrs["units"] == "µm"  # from the plate's Index.idx.xml
+    assert ds.x.values[1] == pytest.approx(0.598)
     assert isinstance(ds.present.data, np.ndarray)  # small variables are in memory
     stats = ds.channel_mean.values
     assert np.all(np.isfinite(stats)) and np.all(ds.channel_std.values > 0)
