@@ -110,12 +110,12 @@ def write_index(plate_id: str, rows: int, columns: int, images: list[HarmonyImag
     ET.register_namespace("", NS)
     root = ET.Element(f"{{{NS}}}EvaluationInputData", {"Version": "2"})
     plate = ET.SubElement(ET.SubElement(root, f"{{{NS}}}Plates"), f"{{{NS}}}Plate")
-    for tag, value in (("PlateID", plate_id), ("PlateRows", rows), ("PlateColumns", columns)):
-        ET.SubElement(plate, f"{{{NS}}}{tag}").text = str(value)
+    for tag, text in (("PlateID", plate_id), ("PlateRows", rows), ("PlateColumns", columns)):
+        ET.SubElement(plate, f"{{{NS}}}{tag}").text = str(text)
     parent = ET.SubElement(root, f"{{{NS}}}Images")
     for im in images:
         el = ET.SubElement(parent, f"{{{NS}}}Image", {"Version": "1"})
-        for tag, value, unit in (
+        fields: tuple[tuple[str, object, str | None], ...] = (
             ("URL", im.name, None),
             ("Row", im.row, None),
             ("Col", im.column, None),
@@ -129,7 +129,8 @@ def write_index(plate_id: str, rows: int, columns: int, images: list[HarmonyImag
             ("PositionY", im.position_y_m, "m"),
             ("MainExcitationWavelength", im.excitation_nm, "nm"),
             ("MainEmissionWavelength", im.emission_nm, "nm"),
-        ):
+        )
+        for tag, value, unit in fields:
             child = ET.SubElement(el, f"{{{NS}}}{tag}", {"Unit": unit} if unit else {})
             child.text = str(value)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)

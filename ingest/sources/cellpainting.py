@@ -277,7 +277,8 @@ def _metadata(
     refs: list[ImageRef], indexes: list[str], args: argparse.Namespace, options: dict[str, Any]
 ) -> PlateMeta:
     """Plate id, batch and source from the keys; the rest from the Harmony index, if any."""
-    meta = PlateMeta(**plate_location(refs[0].url))
+    where = plate_location(refs[0].url)
+    meta = PlateMeta(plate=where["plate"], batch=where["batch"], source=where["source"])
     if indexes:
         _apply_index(read_index(indexes[0], options), refs, meta)
     if getattr(args, "pixel_size", None) is not None:
