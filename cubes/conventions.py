@@ -24,7 +24,8 @@ PLATE_DIMS = ("well", "field", "channel", "y", "x")
 SAMPLE_DIMS = ("well", "field")
 
 # Per-channel statistics over the present images, computed while ingesting.
-STAT_NAMES = ("mean", "std", "min", "max", "p01", "p99")
+# "saturated" is the fraction of pixels at the dtype's maximum (integer images).
+STAT_NAMES = ("mean", "std", "min", "max", "p01", "p99", "saturated")
 
 
 def stat_var(name: str) -> str:

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plate", default="SYNTH0001", help="plate id (default SYNTH0001)")
     p.add_argument("--plate-format", type=int, choices=(96, 384, 1536), default=384)
     p.add_argument("--compression", choices=("none", "lzw"), default="none")
+    p.add_argument(
+        "--measurement", default="Measurement1", help="plate folder suffix (default Measurement1)"
+    )
     p.add_argument("--seed", type=int, default=0)
     _storage_arguments(p, with_anon=False)
     _common_arguments(p)
@@ -83,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_source(args: argparse.Namespace) -> None:
+    from ingest.report import summary_line
     from ingest.writer import write_cube
 
     module = SOURCES[args.command]
@@ -103,6 +107,7 @@ def _run_source(args: argparse.Namespace) -> None:
         f"{result.bytes_written / 1e6:.1f} MB in {result.seconds:.1f} s "
         f"({result.mb_per_s:.1f} MB/s)"
     )
+    print(summary_line(result.quality))
 
 
 def _run_synth(args: argparse.Namespace) -> None:
@@ -117,6 +122,7 @@ def _run_synth(args: argparse.Namespace) -> None:
         seed=args.seed,
         plate=args.plate,
         plate_format=args.plate_format,
+        measurement=args.measurement,
         compression=None if args.compression == "none" else args.compression,
         storage_options=options,
     )

@@ -25,6 +25,7 @@ class ChannelStats:
     total_sq: np.ndarray  # (C,) float64
     minimum: np.ndarray  # (C,) float64, +inf where empty
     maximum: np.ndarray  # (C,) float64, -inf where empty
+    saturated: np.ndarray  # (C,) int64: pixels at the dtype's maximum (integers only)
     hist: np.ndarray | None  # (C, bins) int64 over the dtype's range, integers only
     bin_width: float
 
@@ -49,6 +50,7 @@ class ChannelStats:
         self.total[c] = weights @ as_float
         self.total_sq[c] = weights @ (as_float * as_float)
         self.minimum[c], self.maximum[c] = levels[0], levels[-1]
+        self.saturated[c] = full[-1]
         hist[c] = full.reshape(hist.shape[1], -1).sum(axis=1)
 
     def _add_float(self, c: int, values: np.ndarray) -> None:
@@ -76,6 +78,7 @@ class ChannelStats:
             total_sq=np.zeros(n_channels),
             minimum=np.full(n_channels, np.inf),
             maximum=np.full(n_channels, -np.inf),
+            saturated=np.zeros(n_channels, np.int64),
             hist=hist,
             bin_width=width,
         )
@@ -89,6 +92,7 @@ class ChannelStats:
             total_sq=self.total_sq + other.total_sq,
             minimum=np.minimum(self.minimum, other.minimum),
             maximum=np.maximum(self.maximum, other.maximum),
+            saturated=self.saturated + other.saturated,
             hist=hist,
             bin_width=self.bin_width,
         )
@@ -107,6 +111,7 @@ class ChannelStats:
             "max": np.where(empty, np.nan, self.maximum),
             "p01": self._percentile(1.0),
             "p99": self._percentile(99.0),
+            "saturated": self.saturated / n,
         }
         return out
 

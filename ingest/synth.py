@@ -100,13 +100,14 @@ def write_synth_plate(
     seed: int = 0,
     plate: str = "SYNTH0001",
     plate_format: int = 384,
+    measurement: str = "Measurement1",
     compression: str | None = None,
     storage_options: dict[str, Any] | None = None,
     threads: int = 4,
 ) -> SynthPlate:
     """Write a synthetic plate under ``dest`` (local path or URL).
 
-    Layout: ``dest/<plate>__<timestamp>-Measurement1/Images/rRRcCCfFFp01-chNsk1fk1fl1.tiff``
+    Layout: ``dest/<plate>__<timestamp>-<measurement>/Images/rRRcCCfFFp01-chNsk1fk1fl1.tiff``
     with ``Index.idx.xml`` beside the images, and ``dest/load_data.csv``.
 
     Parameters
@@ -117,11 +118,13 @@ def write_synth_plate(
         Fields (sites) per well.
     size
         Image height and width in pixels (JUMP: 1080).
+    measurement
+        End of the plate folder's name (some JUMP plates have ``"Measurement 1"``).
     compression
         ``None`` (uncompressed, as most JUMP TIFFs) or ``"lzw"``.
     """
     options = storage_options or {}
-    images_url = join_url(dest, f"{plate}__{TIMESTAMP}-Measurement1", "Images")
+    images_url = join_url(dest, f"{plate}__{TIMESTAMP}-{measurement}", "Images")
     fs, images_path = filesystem(images_url, options)
     if is_local(dest):
         os.makedirs(images_path, exist_ok=True)

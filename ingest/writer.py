@@ -36,6 +36,7 @@ from cubes.store import (
     zarr_store,
 )
 from ingest.plan import BlockReader, IngestPlan, ShardTask
+from ingest.report import quality_report, quality_report_url, summary_line
 from ingest.stats import ChannelStats
 
 __all__ = ["IngestResult", "write_cube"]
@@ -71,6 +72,7 @@ class IngestResult:
     bytes_written: int
     seconds: float
     stats: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    quality: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
     def mb_per_s(self) -> float:
@@ -110,7 +112,7 @@ def write_cube(
     _prepare_dest(plan.dest, dest_options, overwrite)
     _create(plan, dest_options)
     partial = _run_tasks(plan, dest_options, progress=progress, threads=threads)
-    stats = _finalize(plan, dest_options, partial)
+    stats, quality = _finalize(plan, dest_options, partial)
     block_bytes = int(np.prod(plan.block_shape)) * plan.template[plan.variable].dtype.itemsize
     return IngestResult(
         dest=plan.dest,
@@ -119,6 +121,7 @@ def write_cube(
         bytes_written=block_bytes * len(plan.tasks),
         seconds=time.perf_counter() - start,
         stats=stats,
+        quality=quality,
     )
 
 
@@ -236,8 +239,10 @@ def _open_array(dest: str, options: dict[str, Any], variable: str) -> zarr.Array
         return _arrays[key]
 
 
-def _finalize(plan: IngestPlan, options: dict[str, Any], partial: _Partial) -> dict[str, Any]:
-    """Write the mask and statistics, then mark the cube complete and consolidate."""
+def _finalize(
+    plan: IngestPlan, options: dict[str, Any], partial: _Partial
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write the mask, statistics and report, then mark the cube complete and consolidate."""
     store = zarr_store(plan.dest, options, read_only=False)
     with storage_errors(plan.dest, options):
         group = zarr.open_group(store, mode="r+", zarr_format=3)
@@ -252,10 +257,20 @@ def _finalize(plan: IngestPlan, options: dict[str, Any], partial: _Partial) -> d
         provenance = dict(plan.attrs.get(cv.ATTR_PROVENANCE, {}))
         provenance["n_present"] = int(mask.sum())
         provenance["n_missing"] = int(mask.size - mask.sum())
-        group.attrs.update({cv.ATTR_PROVENANCE: provenance, cv.ATTR_COMPLETE: True})
+        report = quality_report(plan.template, mask, stats)
+        report_url = quality_report_url(plan.dest)
+        fs, path = filesystem(report_url, options)
+        fs.pipe_file(path, json.dumps(report, indent=1).encode())
+        group.attrs.update(
+            {
+                cv.ATTR_PROVENANCE: provenance,
+                "quality": {"counts": report["counts"], "report": report_url},
+                cv.ATTR_COMPLETE: True,
+            }
+        )
         with warnings.catch_warnings():
             # Deliberate: consolidated metadata makes opening one small read.
             warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
             zarr.consolidate_metadata(store)
-    logger.info("Cube %s complete: %d of %d images present", plan.dest, mask.sum(), mask.size)
-    return stats
+    logger.info("Cube %s complete: %s", plan.dest, summary_line(report))
+    return stats, report

@@ -1,0 +1,143 @@
+"""JUMP as it really is, on the moto server: key layout, 1536 wells, LZW, Harmony index, maps."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import cubes
+from ingest.report import quality_report_url
+from tests.conftest import run_cli
+from tests.helpers import source_images
+
+pytestmark = pytest.mark.s3
+
+BATCH = "cpg0016-jump/source_4/images/2021_05_02_Batch1/images"
+CUSTOM_MAP = """Metadata_Source,Metadata_Channel_Num_DNA,Metadata_Channel_Num_ER,\
+Metadata_Channel_Num_RNA,Metadata_Channel_Num_AGP,Metadata_Channel_Num_Mito,\
+Metadata_Channel_Num_BFLowest,Metadata_Channel_Num_BFMedium,Metadata_Channel_Num_BFHighest
+source_4,5,4,3,2,1,7,8,6
+source_X,1,2,3,4,5,6,7,8
+"""
+
+
+def _images_dir(fs, prefix: str) -> str:
+    return next(p for p in fs.find(prefix) if p.endswith(".tiff")).rsplit("/", 1)[0]
+
+
+def test_real_layout_1536_wells_lzw_missing_sites_and_index(bucket):
+    src = f"{bucket.url}/{BATCH}"
+    run_cli(
+        "synth-plate", src, "--plate", "BR00117035", "--plate-format", "1536",
+        "--wells", "A01,AF48", "--fields", "4", "--size", "40", "--compression", "lzw",
+        "--measurement", "Measurement 1",
+    )  # fmt: skip
+    fs = bucket.fs()
+    images = _images_dir(fs, f"{bucket.name}/{BATCH}")
+    assert images.endswith("BR00117035__2021-05-02T16_02_51-Measurement 1/Images")
+    for ch in range(1, 9):  # AF48 has only 3 of its 4 sites
+        fs.rm(f"{images}/r32c48f04p01-ch{ch}sk1fk1fl1.tiff")
+    dest = f"{bucket.url}/cubes/BR00117035.zarr"
+    proc = run_cli("cellpainting", f"{src}/BR00117035__2021-05-02T16_02_51-Measurement 1", dest)
+    assert "BR00117035: 56/64 images, 8 missing" in proc.stdout
+
+    ds = cubes.open_cube(dest, require_complete=True)
+    assert [str(w) for w in ds.well.values] == ["A01", "AF48"]
+    assert [str(r) for r in ds.row.values] == ["A", "AF"]
+    assert ds.attrs["plate"] == "BR00117035"
+    assert ds.attrs["batch"] == "2021_05_02_Batch1"
+    assert ds.attrs["source"] == "source_4"
+    assert ds.x.attrs["units"] == "µm" and ds.x.values[1] == pytest.approx(0.598)
+    assert ds.excitation_wavelength.sel(channel="DNA").item() == 375
+    assert ds.emission_wavelength.sel(channel="Mito").item() == 706
+    assert str(ds.instrument_channel.sel(channel="DNA").item()) == "HOECHST 33342"
+    pos = ds.position_x.sel(well="A01").values
+    assert pos.tolist() == [-350.0, 350.0, -350.0, 350.0]
+    assert np.isnan(ds.position_x.sel(well="AF48", field=4).item())
+    assert not ds.present.sel(well="AF48", field=4).any()
+    truth = source_images(fs, f"{bucket.name}/{BATCH}")
+    values = ds.images.values
+    for (well, field, channel), image in truth.items():
+        w, f = list(ds.well.values).index(well), list(ds.field.values).index(field)
+        c = [str(x) for x in ds.channel.values].index(channel)
+        np.testing.assert_array_equal(values[w, f, c], image)
+    thumb = ds.thumbnail.sel(well="A01", field=1, channel="DNA").values
+    block = ds.images.sel(well="A01", field=1, channel="DNA").values.astype(float)
+    assert thumb.shape == (5, 5)
+    assert thumb[0, 0] == int(np.rint(block[:8, :8].mean()))
+
+    report = json.loads(fs.cat_file(quality_report_url(dest).removeprefix("s3://")))
+    assert report["counts"] == {
+        "expected": 64, "found": 56, "missing": 8, "unreadable": 0, "mismatched": 0,
+    }  # fmt: skip
+    assert {"well": "AF48", "field": 4, "channel": "DNA"} in report["missing_images"]
+    assert set(report["saturation_fraction"]) == {str(c) for c in ds.channel.values}
+
+
+def test_saturation_is_measured(local_plate, tmp_path):
+    import shutil
+
+    import tifffile
+
+    plate = tmp_path / "plate"
+    shutil.copytree(local_plate, plate)
+    image = next(plate.rglob("r01c01f01p01-ch5sk1fk1fl1.tiff"))
+    pixels = tifffile.imread(image)
+    pixels[:16] = 65535  # 16 of 64 rows: 1/4 of one of the plate's 6 DNA images
+    tifffile.imwrite(image, pixels)
+    run_cli("cellpainting", str(plate), str(tmp_path / "c.zarr"), "--no-progress")
+    ds = cubes.open_cube(str(tmp_path / "c.zarr"))
+    assert ds.channel_saturated.sel(channel="DNA").item() == pytest.approx(0.25 / 6)
+    assert ds.channel_saturated.sel(channel="ER").item() == 0
+
+
+def test_channel_map_names_the_channels(local_plate, tmp_path):
+    (tmp_path / "map.csv").write_text(CUSTOM_MAP)
+    dest = tmp_path / "c.zarr"
+    run_cli(
+        "cellpainting", str(local_plate), str(dest), "--no-progress",
+        "--channel-map", str(tmp_path / "map.csv"), "--source", "source_X",
+    )  # fmt: skip
+    ds = cubes.open_cube(str(dest))
+    assert [str(c) for c in ds.channel.values] == [
+        "DNA", "ER", "RNA", "AGP", "Mito", "LowZBF", "Brightfield", "HighZBF",
+    ]  # fmt: skip
+    assert ds.channel_number.values.tolist() == list(range(1, 9))
+
+
+@pytest.mark.parametrize(
+    ("content", "source", "message"),
+    [
+        (CUSTOM_MAP, "source_99", r"has no row for source 'source_99'.*Pass --source"),
+        ("Source,DNA\nsource_4,5\n", "source_4", r"has no Metadata_Source column"),
+    ],
+)
+def test_bad_channel_map(local_plate, tmp_path, content, source, message):
+    import re
+
+    (tmp_path / "map.csv").write_text(content)
+    proc = run_cli(
+        "cellpainting", str(local_plate), str(tmp_path / "c.zarr"), "--no-progress",
+        "--channel-map", str(tmp_path / "map.csv"), "--source", source, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"Channel map {tmp_path / 'map.csv'}" in proc.stderr
+    assert re.search(message, proc.stderr)
+
+
+def test_index_that_contradicts_the_file_names(local_plate, tmp_path):
+    import shutil
+
+    plate = tmp_path / "plate"
+    shutil.copytree(local_plate, plate)
+    index = next(plate.rglob("Index.idx.xml"))
+    text = index.read_text()
+    entry = "<URL>r01c01f02p01-ch3sk1fk1fl1.tiff</URL><Row>1</Row>"
+    assert entry in text
+    index.write_text(text.replace(entry, entry.replace("<Row>1</Row>", "<Row>2</Row>")))
+    proc = run_cli("cellpainting", str(plate), str(tmp_path / "c.zarr"), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{index} contradicts the file names" in proc.stderr
+    assert "r01c01f02p01-ch3sk1fk1fl1.tiff" in proc.stderr and "Fix or remove" in proc.stderr
