@@ -30,6 +30,7 @@ from cubes.store import filesystem, is_local, resolve_storage_options, storage_e
 from ingest.plan import IngestPlan, ShardTask
 from ingest.sources._harmony import INDEX_NAMES, HarmonyIndex, read_index
 from ingest.sources._jump import SOURCE4_CHANNELS, plate_location, read_channel_map
+from ingest.sources._loaddata import read_load_data
 from ingest.sources._plate import PlateMeta, plate_template, thumbnail, well_name
 
 __all__ = ["IMAGE_NAME", "SOURCE4_CHANNELS", "add_arguments", "plan", "read_block", "well_name"]
@@ -79,6 +80,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="UM",
         help="pixel size in µm for the y/x coords (default: from Index.idx.xml, else pixels)",
+    )
+    parser.add_argument(
+        "--load-data",
+        default=None,
+        metavar="CSV",
+        help="a CellProfiler LoadData table (.csv or .parquet, path or URL) naming the images",
+    )
+    parser.add_argument(
+        "--plates",
+        default=None,
+        help="comma-separated plate ids to ingest (LoadData tables and batches)",
     )
     parser.add_argument(
         "--channel-map",
@@ -193,7 +205,11 @@ def _describe(shape: tuple[int, ...], dtype: Any) -> str:
 
 def plan(src: str, dest: str, args: argparse.Namespace, src_options: dict[str, Any]) -> IngestPlan:
     """Plan the cube of the plate under ``src``: list images, read one header, lay out shards."""
-    refs, indexes = discover(src, src_options)
+    names = _channel_map(args)
+    if getattr(args, "load_data", None):
+        refs, indexes = _load_data_refs(src, args, names, src_options)
+    else:
+        refs, indexes = discover(src, src_options)
     shape, dtype = _read_header(refs[0].url, src_options)
     if len(shape) != 2:
         raise InvalidImageError(
@@ -201,7 +217,6 @@ def plan(src: str, dest: str, args: argparse.Namespace, src_options: dict[str, A
             "plane grayscale TIFFs."
         )
     meta = _metadata(refs, indexes, args, src_options)
-    names = _channel_map(args)
     wells = sorted({(r.row, r.column) for r in refs})
     fields = sorted({r.field for r in refs})
     channels = sorted({r.channel for r in refs})
@@ -261,6 +276,34 @@ def _encoding(n_chan: int, shape: tuple[int, ...], template: Any) -> dict[str, d
             "compressors": [COMPRESSOR],
         },
     }
+
+
+def _load_data_refs(
+    src: str, args: argparse.Namespace, names: dict[int, str], options: dict[str, Any]
+) -> tuple[list[ImageRef], list[str]]:
+    """Images from a LoadData table; channel numbers from the map (new names get new numbers)."""
+    url = args.load_data
+    table_options = resolve_storage_options(url, endpoint_url=getattr(args, "endpoint_url", None))
+    plates = args.plates.split(",") if getattr(args, "plates", None) else None
+    images, indexes = read_load_data(url, {**table_options, **options}, plates, src)
+    found_plates = sorted({im.plate for im in images})
+    if len(found_plates) > 1:
+        raise SchemaError(
+            f"LoadData {url} names {len(found_plates)} plates ({', '.join(found_plates[:5])}…); a "
+            "cube holds one plate. Pick one with --plates."
+        )
+    numbers = {name: number for number, name in names.items()}
+    for channel in sorted({im.channel for im in images} - set(numbers)):
+        number = max(names, default=0) + 1
+        names[number] = channel
+        numbers[channel] = number
+    refs = []
+    for im in images:
+        match = IMAGE_NAME.match(posixpath.basename(im.url))
+        plane = int(match.group("plane")) if match else 1
+        refs.append(ImageRef(im.url, im.row, im.column, im.field, plane, numbers[im.channel]))
+    _check_one_plate(url, refs)
+    return refs, indexes
 
 
 def _channel_map(args: argparse.Namespace) -> dict[int, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -141,3 +142,56 @@ def test_index_that_contradicts_the_file_names(local_plate, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"{index} contradicts the file names" in proc.stderr
     assert "r01c01f02p01-ch3sk1fk1fl1.tiff" in proc.stderr and "Fix or remove" in proc.stderr
+
+
+def _load_data_plate(bucket, tmp_path, fs):
+    """A plate in the bucket and its load_data.csv, PathName as bucket/key (no scheme)."""
+    import pandas as pd
+
+    src = f"{bucket.url}/{BATCH}"
+    run_cli("synth-plate", src, "--wells", "2", "--fields", "2", "--size", "24")
+    table = pd.read_csv(io.BytesIO(fs.cat_file(f"{bucket.name}/{BATCH}/load_data.csv")), dtype=str)
+    for column in [c for c in table.columns if c.startswith("PathName_")]:
+        table[column] = table[column].str.removeprefix("s3://")
+    return src, table
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_load_data_names_the_images(bucket, tmp_path, suffix):
+    fs = bucket.fs()
+    src, table = _load_data_plate(bucket, tmp_path, fs)
+    table = table[table["Metadata_Site"] == "1"]  # the table, not the listing, decides
+    key = f"{bucket.name}/workspace/load_data_csv/Batch1/SYNTH0001/load_data.{suffix}"
+    buf = io.BytesIO()
+    if suffix == "csv":
+        table.to_csv(buf, index=False)
+    else:
+        table.to_parquet(buf)  # Metadata_Site stays a string, as in JUMP's parquet files
+    fs.pipe_file(key, buf.getvalue())
+    dest = str(tmp_path / "c.zarr")
+    run_cli("cellpainting", src, dest, "--load-data", f"s3://{key}", "--no-progress")
+    ds = cubes.open_cube(dest, require_complete=True)
+    assert ds.field.values.tolist() == [1]
+    assert ds.sizes["well"] == 2 and bool(ds.present.all())
+    truth = source_images(fs, f"{bucket.name}/{BATCH}")
+    np.testing.assert_array_equal(
+        ds.images.sel(well="A02", field=1, channel="AGP").values, truth[("A02", 1, "AGP")]
+    )
+
+
+@pytest.mark.parametrize("problem", ["missing column", "missing image"])
+def test_bad_load_data(bucket, tmp_path, problem):
+    fs = bucket.fs()
+    src, table = _load_data_plate(bucket, tmp_path, fs)
+    if problem == "missing column":
+        table = table.drop(columns=["PathName_OrigER"])
+        expected = "has no PathName_OrigER column for channel ER"
+    else:
+        table.loc[1, "FileName_OrigRNA"] = "r09c09f09p01-ch3sk1fk1fl1.tiff"
+        expected = "r09c09f09p01-ch3sk1fk1fl1.tiff (well A01, site 2, RNA), which does not exist"
+    path = tmp_path / "load_data.csv"
+    table.to_csv(path, index=False)
+    proc = run_cli("cellpainting", src, str(tmp_path / "c.zarr"), "--load-data", str(path),
+                   check=False)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"LoadData {path}" in proc.stderr and expected in proc.stderr
