@@ -20,6 +20,7 @@ KIND_PLATE = "cellpainting-plate"
 IMAGES = "images"
 PRESENT = "present"
 THUMBNAIL = "thumbnail"
+ILLUM = "illum"
 PLATE_DIMS = ("well", "field", "channel", "y", "x")
 SAMPLE_DIMS = ("well", "field")
 

@@ -86,28 +86,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_source(args: argparse.Namespace) -> None:
+    from ingest.index import write_plate_index
     from ingest.report import summary_line
-    from ingest.writer import write_cube
+    from ingest.writer import write_cubes
 
     module = SOURCES[args.command]
     src_options = resolve_storage_options(
         args.src, endpoint_url=args.endpoint_url, anon=True if args.anon else None
     )
     dest_options = resolve_storage_options(args.dest, endpoint_url=args.endpoint_url)
-    plan = module.plan(args.src, args.dest, args, src_options)
-    result = write_cube(
-        plan,
+    plans = module.plan(args.src, args.dest, args, src_options)
+    results = write_cubes(
+        plans,
         dest_options,
         overwrite=args.overwrite,
         progress=not args.no_progress,
         threads=args.threads,
     )
-    print(
-        f"Wrote {result.dest}: {result.n_images} images in {result.n_tasks} shards, "
-        f"{result.bytes_written / 1e6:.1f} MB in {result.seconds:.1f} s "
-        f"({result.mb_per_s:.1f} MB/s)"
-    )
-    print(summary_line(result.quality))
+    for result in results:
+        print(
+            f"Wrote {result.dest}: {result.n_images} images in {result.n_tasks} shards, "
+            f"{result.bytes_written / 1e6:.1f} MB"
+        )
+        print(f"  {summary_line(result.quality)}")
+    total = sum(r.bytes_written for r in results) / 1e6
+    seconds = max(r.seconds for r in results)
+    print(f"{len(results)} cube(s), {total:.1f} MB in {seconds:.1f} s ({total / seconds:.1f} MB/s)")
+    if len(plans) > 1:
+        print(f"Index of the plates: {write_plate_index(args.dest, plans, results, dest_options)}")
 
 
 def _run_synth(args: argparse.Namespace) -> None:

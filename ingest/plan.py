@@ -57,6 +57,9 @@ class IngestPlan:
     derived
         Variables computed from each block and written at the same index by the
         same task (a thumbnail level); module-level functions, so they pickle.
+    extras
+        Whole variables written by one task each (illumination functions):
+        ``extras[name]()`` returns the array; picklable (``functools.partial``).
     """
 
     source_format: str
@@ -69,6 +72,7 @@ class IngestPlan:
     reader: BlockReader
     context: Any
     derived: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
+    extras: dict[str, Callable[[], np.ndarray]] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -39,7 +39,7 @@ from ingest.plan import BlockReader, IngestPlan, ShardTask
 from ingest.report import quality_report, quality_report_url, summary_line
 from ingest.stats import ChannelStats
 
-__all__ = ["IngestResult", "write_cube"]
+__all__ = ["IngestResult", "write_cube", "write_cubes"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,16 +88,33 @@ def write_cube(
     progress: bool = True,
     threads: int = 8,
 ) -> IngestResult:
-    """Write ``plan`` to ``plan.dest``: prepare, create the schema, run the tasks, finalize.
+    """Write one planned cube; see :func:`write_cubes`."""
+    return write_cubes(
+        [plan], dest_options, overwrite=overwrite, progress=progress, threads=threads
+    )[0]
+
+
+def write_cubes(
+    plans: list[IngestPlan],
+    dest_options: dict[str, Any],
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    threads: int = 8,
+) -> list[IngestResult]:
+    """Write planned cubes (the plates of a batch) in parallel, as one dask graph.
+
+    Every destination is checked before anything is written; then each cube's
+    schema is created, all tasks run together, and each cube is finalized.
 
     Parameters
     ----------
-    plan
+    plans
         From a source module's ``plan()``.
     dest_options
-        Storage options of the destination.
+        Storage options of the destinations.
     overwrite
-        Replace a cube already at the destination (never other data).
+        Replace cubes already at the destinations (never other data).
     progress
         Show a progress bar on stderr.
     threads
@@ -106,23 +123,30 @@ def write_cube(
     Raises
     ------
     CubeExistsError
-        The destination holds a cube and ``overwrite`` is false, or holds other data.
+        A destination holds a cube and ``overwrite`` is false, or holds other data.
     """
     start = time.perf_counter()
-    _prepare_dest(plan.dest, dest_options, overwrite)
-    _create(plan, dest_options)
-    partial = _run_tasks(plan, dest_options, progress=progress, threads=threads)
-    stats, quality = _finalize(plan, dest_options, partial)
-    block_bytes = int(np.prod(plan.block_shape)) * plan.template[plan.variable].dtype.itemsize
-    return IngestResult(
-        dest=plan.dest,
-        n_tasks=len(plan.tasks),
-        n_images=plan.n_inputs,
-        bytes_written=block_bytes * len(plan.tasks),
-        seconds=time.perf_counter() - start,
-        stats=stats,
-        quality=quality,
-    )
+    for plan in plans:
+        _prepare_dest(plan.dest, dest_options, overwrite)
+    for plan in plans:
+        _create(plan, dest_options)
+    partials = _run_tasks(plans, dest_options, progress=progress, threads=threads)
+    results = []
+    for plan, partial in zip(plans, partials, strict=True):
+        stats, quality = _finalize(plan, dest_options, partial)
+        block_bytes = int(np.prod(plan.block_shape)) * plan.template[plan.variable].dtype.itemsize
+        results.append(
+            IngestResult(
+                dest=plan.dest,
+                n_tasks=len(plan.tasks),
+                n_images=plan.n_inputs,
+                bytes_written=block_bytes * len(plan.tasks),
+                seconds=time.perf_counter() - start,
+                stats=stats,
+                quality=quality,
+            )
+        )
+    return results
 
 
 def _prepare_dest(dest: str, options: dict[str, Any], overwrite: bool) -> None:
@@ -170,19 +194,22 @@ def _create(plan: IngestPlan, options: dict[str, Any]) -> None:
 
 
 def _run_tasks(
-    plan: IngestPlan, options: dict[str, Any], *, progress: bool, threads: int
-) -> _Partial:
-    job = dask.delayed(
-        _Job(plan.reader, plan.context, plan.dest, options, plan.variable, plan.derived),
-        pure=True,
-    )  # one graph key, shared by every task (and shipped once to distributed workers)
+    plans: list[IngestPlan], options: dict[str, Any], *, progress: bool, threads: int
+) -> list[_Partial]:
     write = dask.delayed(_write_task, pure=False)
-    parts = [write(task, job) for task in plan.tasks]
-    total = _tree_reduce(parts)
+    extra = dask.delayed(_write_extra, pure=False)
+    totals, extras = [], []
+    for plan in plans:
+        job = dask.delayed(
+            _Job(plan.reader, plan.context, plan.dest, options, plan.variable, plan.derived),
+            pure=True,
+        )  # one graph key, shared by every task (and shipped once to distributed workers)
+        totals.append(_tree_reduce([write(task, job) for task in plan.tasks]))
+        extras += [extra(name, make, job) for name, make in plan.extras.items()]
     bar = ProgressBar(out=sys.stderr, minimum=1.0) if progress else _NoBar()
-    with bar, storage_errors(plan.dest, options):
-        (result,) = dask.compute(total, scheduler="threads", num_workers=threads)
-    return result
+    with bar, storage_errors(plans[0].dest, options):
+        *results, _ = dask.compute(*totals, extras, scheduler="threads", num_workers=threads)
+    return results
 
 
 class _NoBar:
@@ -223,6 +250,11 @@ def _write_task(task: ShardTask, job: _Job) -> _Partial:
     for name, derive in job.derived.items():
         _open_array(job.dest, job.options, name)[task.index] = derive(block)
     return _Partial([(task.index, present)], ChannelStats.from_block(block, present))
+
+
+def _write_extra(name: str, make: Any, job: _Job) -> None:
+    """Write a whole small variable (illumination functions) computed by ``make()``."""
+    _open_array(job.dest, job.options, name)[...] = make()
 
 
 _arrays: dict[tuple[int, str, str, str], zarr.Array] = {}

@@ -26,9 +26,10 @@ from zarr.codecs import BloscCodec
 import cubes
 from cubes import conventions as cv
 from cubes.errors import InvalidImageError, SchemaError, SourceNotFoundError
-from cubes.store import filesystem, is_local, resolve_storage_options, storage_errors
+from cubes.store import filesystem, is_local, join_url, resolve_storage_options, storage_errors
 from ingest.plan import IngestPlan, ShardTask
 from ingest.sources._harmony import INDEX_NAMES, HarmonyIndex, read_index
+from ingest.sources._illum import illum_extras, illum_folder
 from ingest.sources._jump import SOURCE4_CHANNELS, plate_location, read_channel_map
 from ingest.sources._loaddata import read_load_data
 from ingest.sources._plate import PlateMeta, plate_template, thumbnail, well_name
@@ -126,7 +127,6 @@ def discover(src: str, storage_options: dict[str, Any]) -> tuple[list[ImageRef],
             f"like {EXAMPLE_NAME}). Point SRC at a plate folder (…-Measurement1) or its Images/ "
             "folder."
         )
-    _check_one_plate(src, refs)
     return refs, indexes
 
 
@@ -203,13 +203,70 @@ def _describe(shape: tuple[int, ...], dtype: Any) -> str:
     return f"{'x'.join(str(s) for s in shape)} {np.dtype(dtype).name}"
 
 
-def plan(src: str, dest: str, args: argparse.Namespace, src_options: dict[str, Any]) -> IngestPlan:
-    """Plan the cube of the plate under ``src``: list images, read one header, lay out shards."""
+def plan(
+    src: str, dest: str, args: argparse.Namespace, src_options: dict[str, Any]
+) -> list[IngestPlan]:
+    """Plan one cube per plate under ``src``: list images, read one header per plate.
+
+    SRC holding one plate: DEST is its cube. SRC holding several (a batch):
+    DEST is a prefix, and each plate goes to ``DEST/<plate>.zarr``.
+    """
     names = _channel_map(args)
     if getattr(args, "load_data", None):
         refs, indexes = _load_data_refs(src, args, names, src_options)
+        groups = {"": refs}
     else:
         refs, indexes = discover(src, src_options)
+        groups = _select_plates(src, _group_by_plate(refs), getattr(args, "plates", None))
+    plans = []
+    for folder, group in sorted(groups.items()):
+        _check_one_plate(folder or src, group)
+        plate_id = plate_location(group[0].url)["plate"] or "plate"
+        target = join_url(dest, f"{plate_id}.zarr") if len(groups) > 1 else dest
+        own = [i for i in indexes if i.startswith(folder)]
+        plans.append(_plan_plate(src, target, group, own, folder, names, args, src_options))
+    return plans
+
+
+_PLATE_FOLDER = re.compile(r"^(.*?[^/\\]+__[^/\\]*Measurement ?\d+)[/\\]")
+
+
+def _group_by_plate(refs: list[ImageRef]) -> dict[str, list[ImageRef]]:
+    """Images by plate folder (``…/<Plate>__<timestamp>-Measurement1``; '' when there is none)."""
+    groups: dict[str, list[ImageRef]] = {}
+    for ref in refs:
+        match = _PLATE_FOLDER.match(ref.url)
+        groups.setdefault(match.group(1) if match else "", []).append(ref)
+    return groups
+
+
+def _select_plates(
+    src: str, groups: dict[str, list[ImageRef]], plates: str | None
+) -> dict[str, list[ImageRef]]:
+    if not plates:
+        return groups
+    wanted = set(plates.split(","))
+    chosen = {k: v for k, v in groups.items() if plate_location(v[0].url)["plate"] in wanted}
+    if not chosen:
+        found = sorted(plate_location(v[0].url)["plate"] for v in groups.values())
+        raise SourceNotFoundError(
+            f"--plates {plates}: none of them is under {src}, which holds {', '.join(found)}. "
+            "Check the plate ids."
+        )
+    return chosen
+
+
+def _plan_plate(
+    src: str,
+    dest: str,
+    refs: list[ImageRef],
+    indexes: list[str],
+    folder: str,
+    names: dict[int, str],
+    args: argparse.Namespace,
+    src_options: dict[str, Any],
+) -> IngestPlan:
+    """The plan of one plate's cube."""
     shape, dtype = _read_header(refs[0].url, src_options)
     if len(shape) != 2:
         raise InvalidImageError(
@@ -231,6 +288,9 @@ def plan(src: str, dest: str, args: argparse.Namespace, src_options: dict[str, A
     named = [(c, names.get(c, f"ch{c}")) for c in channels]
     template = plate_template(wells, fields, named, (shape[0], shape[1]), dtype, meta)
     n_chan = len(channels)
+    extras = illum_extras(
+        template, illum_folder(folder, meta.plate), (shape[0], shape[1]), src_options
+    )
     logger.info(
         "Planned %d images: %d wells x %d fields x %d channels of %s",
         len(refs),
@@ -250,6 +310,7 @@ def plan(src: str, dest: str, args: argparse.Namespace, src_options: dict[str, A
         reader=read_block,
         context=ReadContext(src_options, (shape[0], shape[1]), dtype.str, n_chan),
         derived={cv.THUMBNAIL: thumbnail},
+        extras=extras,
         attrs={
             cv.ATTR_KIND: cv.KIND_PLATE,
             cv.ATTR_PROVENANCE: {
@@ -275,6 +336,7 @@ def _encoding(n_chan: int, shape: tuple[int, ...], template: Any) -> dict[str, d
             "chunks": (1, 1, n_chan, *template[cv.THUMBNAIL].shape[-2:]),
             "compressors": [COMPRESSOR],
         },
+        **({cv.ILLUM: {"chunks": (1, *shape)}} if cv.ILLUM in template else {}),
     }
 
 
