@@ -112,7 +112,7 @@ def _run_source(args: argparse.Namespace) -> None:
     total = sum(r.bytes_written for r in results) / 1e6
     seconds = max(r.seconds for r in results)
     print(f"{len(results)} cube(s), {total:.1f} MB in {seconds:.1f} s ({total / seconds:.1f} MB/s)")
-    if len(plans) > 1:
+    if any(plan.dest != args.dest for plan in plans):  # a batch
         print(f"Index of the plates: {write_plate_index(args.dest, plans, results, dest_options)}")
 
 

@@ -208,8 +208,9 @@ def plan(
 ) -> list[IngestPlan]:
     """Plan one cube per plate under ``src``: list images, read one header per plate.
 
-    SRC holding one plate: DEST is its cube. SRC holding several (a batch):
-    DEST is a prefix, and each plate goes to ``DEST/<plate>.zarr``.
+    SRC holding one plate: DEST is its cube. SRC holding several (a batch, even
+    when ``--plates`` picks one of them): DEST is a prefix, and each plate goes
+    to ``DEST/<plate>.zarr``.
     """
     names = _channel_map(args)
     if getattr(args, "load_data", None):
@@ -217,12 +218,14 @@ def plan(
         groups = {"": refs}
     else:
         refs, indexes = discover(src, src_options)
-        groups = _select_plates(src, _group_by_plate(refs), getattr(args, "plates", None))
+        every = _group_by_plate(refs)
+        groups = _select_plates(src, every, getattr(args, "plates", None))
+    batch = len(groups) > 1 or (not getattr(args, "load_data", None) and len(every) > 1)
     plans = []
     for folder, group in sorted(groups.items()):
         _check_one_plate(folder or src, group)
         plate_id = plate_location(group[0].url)["plate"] or "plate"
-        target = join_url(dest, f"{plate_id}.zarr") if len(groups) > 1 else dest
+        target = join_url(dest, f"{plate_id}.zarr") if batch else dest
         own = [i for i in indexes if i.startswith(folder)]
         plans.append(_plan_plate(src, target, group, own, folder, names, args, src_options))
     return plans

@@ -195,3 +195,50 @@ def test_bad_load_data(bucket, tmp_path, problem):
                    check=False)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"LoadData {path}" in proc.stderr and expected in proc.stderr
+
+
+def test_a_batch_becomes_one_cube_per_plate_with_an_index(bucket):
+    import pandas as pd
+
+    fs = bucket.fs()
+    batch = f"{bucket.url}/cpg0016-jump/source_4/images/2021_05_02_Batch1"
+    for plate, wells in (("BR00000001", "2"), ("BR00000002", "3")):
+        run_cli("synth-plate", f"{batch}/images", "--plate", plate, "--wells", wells,
+                "--fields", "1", "--size", "16", "--seed", str(len(wells)))  # fmt: skip
+    illum = np.random.default_rng(0).uniform(0.5, 1.5, (16, 16))
+    buf = io.BytesIO()
+    np.save(buf, illum)
+    key = batch.removeprefix("s3://") + "/illum/BR00000002/BR00000002_IllumDNA.npy"
+    fs.pipe_file(key, buf.getvalue())
+
+    dest = f"{bucket.url}/cubes/Batch1"
+    index_key = f"{bucket.name}/cubes/Batch1/plates.csv"
+    proc = run_cli("cellpainting", batch, dest, "--plates", "BR00000002", "--no-progress")
+    assert "1 cube(s)" in proc.stdout and "Index of the plates" in proc.stdout
+    index = pd.read_csv(io.BytesIO(fs.cat_file(index_key)))
+    assert index["plate"].tolist() == ["BR00000002"]
+
+    proc = run_cli("cellpainting", batch, dest, "--plates", "BR00000001", "--no-progress")
+    index = pd.read_csv(io.BytesIO(fs.cat_file(index_key)))  # merged with the first run's
+    assert index["plate"].tolist() == ["BR00000001", "BR00000002"]
+    assert index["wells"].tolist() == [2, 3]
+    assert set(index["batch"]) == {"2021_05_02_Batch1"} and set(index["source"]) == {"source_4"}
+    assert index["url"].tolist() == [f"{dest}/BR00000001.zarr", f"{dest}/BR00000002.zarr"]
+
+    one, two = (cubes.open_cube(u, require_complete=True) for u in index["url"])
+    assert "illum" not in one
+    np.testing.assert_allclose(two.illum.sel(channel="DNA").values, illum.astype(np.float32))
+    assert np.isnan(two.illum.sel(channel="ER").values).all()
+    assert two.attrs["plate"] == "BR00000002"
+
+    proc = run_cli("cellpainting", batch, dest, "--no-progress", "--overwrite")  # all, again
+    assert "2 cube(s)" in proc.stdout
+    again = pd.read_csv(io.BytesIO(fs.cat_file(index_key)))
+    assert again["plate"].tolist() == ["BR00000001", "BR00000002"]  # no duplicates
+
+
+def test_unknown_plate_selection(local_plate, tmp_path):
+    proc = run_cli("cellpainting", str(local_plate), str(tmp_path / "c"), "--plates", "NOPE",
+                   check=False)  # fmt: skip
+    assert proc.returncode == 2
+    assert "--plates NOPE: none of them is under" in proc.stderr and "SYNTH0001" in proc.stderr
