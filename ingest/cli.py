@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true", help="replace a cube at DEST")
         p.add_argument("--threads", type=int, default=8, help="concurrent tasks (default 8)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument(
+            "--ome", action="store_true", help="write an OME-NGFF 0.5 HCS plate instead of a cube"
+        )
         module.add_arguments(p)
         _storage_arguments(p, with_anon=True)
         _common_arguments(p)
@@ -102,6 +105,7 @@ def _run_source(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         threads=args.threads,
+        ome=args.ome,
     )
     for result in results:
         print(

@@ -35,6 +35,7 @@ from cubes.store import (
     storage_errors,
     zarr_store,
 )
+from ingest.ome import create_ome, finalize_ome, ome_locator
 from ingest.plan import BlockReader, IngestPlan, ShardTask
 from ingest.report import quality_report, quality_report_url, summary_line
 from ingest.stats import ChannelStats
@@ -101,6 +102,7 @@ def write_cubes(
     overwrite: bool = False,
     progress: bool = True,
     threads: int = 8,
+    ome: bool = False,
 ) -> list[IngestResult]:
     """Write planned cubes (the plates of a batch) in parallel, as one dask graph.
 
@@ -119,6 +121,8 @@ def write_cubes(
         Show a progress bar on stderr.
     threads
         Threads of the local dask scheduler; the tasks are I/O bound.
+    ome
+        Write OME-NGFF 0.5 HCS plates (:mod:`ingest.ome`) instead of cubes.
 
     Raises
     ------
@@ -129,11 +133,14 @@ def write_cubes(
     for plan in plans:
         _prepare_dest(plan.dest, dest_options, overwrite)
     for plan in plans:
-        _create(plan, dest_options)
-    partials = _run_tasks(plans, dest_options, progress=progress, threads=threads)
+        if ome:
+            create_ome(plan, dest_options)
+        else:
+            _create(plan, dest_options)
+    partials = _run_tasks(plans, dest_options, progress=progress, threads=threads, ome=ome)
     results = []
     for plan, partial in zip(plans, partials, strict=True):
-        stats, quality = _finalize(plan, dest_options, partial)
+        stats, quality = _finalize(plan, dest_options, partial, ome=ome)
         block_bytes = int(np.prod(plan.block_shape)) * plan.template[plan.variable].dtype.itemsize
         results.append(
             IngestResult(
@@ -194,14 +201,17 @@ def _create(plan: IngestPlan, options: dict[str, Any]) -> None:
 
 
 def _run_tasks(
-    plans: list[IngestPlan], options: dict[str, Any], *, progress: bool, threads: int
+    plans: list[IngestPlan], options: dict[str, Any], *, progress: bool, threads: int, ome: bool
 ) -> list[_Partial]:
     write = dask.delayed(_write_task, pure=False)
     extra = dask.delayed(_write_extra, pure=False)
     totals, extras = [], []
     for plan in plans:
+        locate = ome_locator(plan) if ome else _locate_cube
         job = dask.delayed(
-            _Job(plan.reader, plan.context, plan.dest, options, plan.variable, plan.derived),
+            _Job(
+                plan.reader, plan.context, plan.dest, options, plan.variable, plan.derived, locate
+            ),
             pure=True,
         )  # one graph key, shared by every task (and shipped once to distributed workers)
         totals.append(_tree_reduce([write(task, job) for task in plan.tasks]))
@@ -242,13 +252,18 @@ class _Job:
     options: dict[str, Any]
     variable: str
     derived: dict[str, Any]
+    locate: Any  # (variable, task index) -> (array path, selection)
+
+
+def _locate_cube(name: str, index: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
+    return name, index
 
 
 def _write_task(task: ShardTask, job: _Job) -> _Partial:
     block, present = job.reader(task, job.context)
-    _open_array(job.dest, job.options, job.variable)[task.index] = block
-    for name, derive in job.derived.items():
-        _open_array(job.dest, job.options, name)[task.index] = derive(block)
+    for name, data in ((job.variable, block), *((n, d(block)) for n, d in job.derived.items())):
+        path, selection = job.locate(name, task.index)
+        _open_array(job.dest, job.options, path)[selection] = data
     return _Partial([(task.index, present)], ChannelStats.from_block(block, present))
 
 
@@ -272,37 +287,50 @@ def _open_array(dest: str, options: dict[str, Any], variable: str) -> zarr.Array
 
 
 def _finalize(
-    plan: IngestPlan, options: dict[str, Any], partial: _Partial
+    plan: IngestPlan, options: dict[str, Any], partial: _Partial, *, ome: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Write the mask, statistics and report, then mark the cube complete and consolidate."""
-    store = zarr_store(plan.dest, options, read_only=False)
+    """Write the mask, statistics and report, then mark the output complete and consolidate."""
+    mask = np.zeros(plan.template[cv.PRESENT].shape, dtype=bool)
+    for index, present in partial.present:
+        mask[index] = present
+    stats = partial.stats.result()
+    report = quality_report(plan.template, mask, stats)
+    report_url = quality_report_url(plan.dest)
     with storage_errors(plan.dest, options):
-        group = zarr.open_group(store, mode="r+", zarr_format=3)
-        present_array = group_array(group, cv.PRESENT)
-        mask = np.zeros(present_array.shape, dtype=bool)
-        for index, present in partial.present:
-            mask[index] = present
-        present_array[...] = mask
-        stats = partial.stats.result()
-        for name, values in stats.items():
-            group_array(group, cv.stat_var(name))[...] = values
-        provenance = dict(plan.attrs.get(cv.ATTR_PROVENANCE, {}))
-        provenance["n_present"] = int(mask.sum())
-        provenance["n_missing"] = int(mask.size - mask.sum())
-        report = quality_report(plan.template, mask, stats)
-        report_url = quality_report_url(plan.dest)
         fs, path = filesystem(report_url, options)
         fs.pipe_file(path, json.dumps(report, indent=1).encode())
-        group.attrs.update(
-            {
-                cv.ATTR_PROVENANCE: provenance,
-                "quality": {"counts": report["counts"], "report": report_url},
-                cv.ATTR_COMPLETE: True,
-            }
-        )
-        with warnings.catch_warnings():
-            # Deliberate: consolidated metadata makes opening one small read.
-            warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
-            zarr.consolidate_metadata(store)
-    logger.info("Cube %s complete: %s", plan.dest, summary_line(report))
+        if ome:
+            finalize_ome(plan, options, mask, stats)
+        else:
+            _finalize_cube(plan, options, mask, stats, report, report_url)
+    logger.info("%s complete: %s", plan.dest, summary_line(report))
     return stats, report
+
+
+def _finalize_cube(
+    plan: IngestPlan,
+    options: dict[str, Any],
+    mask: np.ndarray,
+    stats: dict[str, Any],
+    report: dict[str, Any],
+    report_url: str,
+) -> None:
+    store = zarr_store(plan.dest, options, read_only=False)
+    group = zarr.open_group(store, mode="r+", zarr_format=3)
+    group_array(group, cv.PRESENT)[...] = mask
+    for name, values in stats.items():
+        group_array(group, cv.stat_var(name))[...] = values
+    provenance = dict(plan.attrs.get(cv.ATTR_PROVENANCE, {}))
+    provenance["n_present"] = int(mask.sum())
+    provenance["n_missing"] = int(mask.size - mask.sum())
+    group.attrs.update(
+        {
+            cv.ATTR_PROVENANCE: provenance,
+            "quality": {"counts": report["counts"], "report": report_url},
+            cv.ATTR_COMPLETE: True,
+        }
+    )
+    with warnings.catch_warnings():
+        # Deliberate: consolidated metadata makes opening one small read.
+        warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
+        zarr.consolidate_metadata(store)

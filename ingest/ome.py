@@ -1,0 +1,194 @@
+"""OME-NGFF 0.5 HCS plates (Zarr v3) from the same plan as a cube (``--ome``).
+
+Layout: ``<row>/<column>/<field>/`` image groups, each with the multiscale
+levels ``0`` ``(c, y, x)`` (the pixels; chunk = one image, shard = the field,
+as in cubes) and ``1`` (the thumbnail level, 8x smaller). Plate, well and
+multiscales metadata follow the 0.5 spec and validate with ``ome-zarr-models``.
+Our own state (completeness, ``present``, statistics) sits under the root's
+``cellcubes`` attribute; the metadata is consolidated last, so a viewer opens
+a plate in one read (vizarr#118).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import zarr
+
+from cubes import conventions as cv
+from cubes.store import storage_errors, zarr_store
+from ingest.plan import IngestPlan
+from ingest.sources._plate import THUMBNAIL_FACTOR
+
+__all__ = ["create_ome", "finalize_ome", "ome_locator"]
+
+OME_VERSION = "0.5"
+_CONSOLIDATED_WARNING = "Consolidated metadata is currently not part in the Zarr format 3"
+
+
+def _field_paths(plan: IngestPlan) -> dict[tuple[int, ...], str]:
+    t = plan.template
+    rows, cols = t["row"].values, t["column"].values
+    return {
+        (w, f): f"{rows[w]}/{int(cols[w])}/{f}"
+        for w in range(t.sizes["well"])
+        for f in range(t.sizes["field"])
+    }
+
+
+def ome_locator(plan: IngestPlan) -> Any:
+    """Where a task's block and its derived levels go: ``(array path, selection)``."""
+    return functools.partial(_locate, _field_paths(plan))
+
+
+def _locate(paths: dict[tuple[int, ...], str], name: str, index: tuple[int, ...]) -> tuple:
+    level = "1" if name == cv.THUMBNAIL else "0"
+    return f"{paths[index]}/{level}", ...
+
+
+def create_ome(plan: IngestPlan, options: dict[str, Any], *, threads: int = 16) -> None:
+    """Create the plate, well and image groups and empty arrays (no pixels)."""
+    t = plan.template
+    store = zarr_store(plan.dest, options, read_only=False)
+    rows = sorted({str(r) for r in t["row"].values}, key=lambda r: (len(r), r))
+    cols = sorted({int(c) for c in t["column"].values})
+    wells = [
+        {
+            "path": f"{r}/{int(c)}",
+            "rowIndex": rows.index(str(r)),
+            "columnIndex": cols.index(int(c)),
+        }
+        for r, c in zip(t["row"].values, t["column"].values, strict=True)
+    ]
+    plate = {
+        "version": OME_VERSION,
+        "name": t.attrs.get("plate", "") or "plate",
+        "rows": [{"name": r} for r in rows],
+        "columns": [{"name": str(c)} for c in cols],
+        "wells": wells,
+        "field_count": t.sizes["field"],
+        "acquisitions": [{"id": 0}],
+    }
+    ours = {cv.ATTR_KIND: "ome-ngff-hcs-plate", cv.ATTR_COMPLETE: False, **plan.attrs}
+    with storage_errors(plan.dest, options):
+        root = zarr.create_group(
+            store,
+            zarr_format=3,
+            overwrite=True,
+            attributes={"ome": {"version": OME_VERSION, "plate": plate}, "cellcubes": ours},
+        )
+        for row in rows:
+            root.create_group(row)
+        for well in wells:
+            images = [{"path": str(f), "acquisition": 0} for f in range(t.sizes["field"])]
+            root.create_group(
+                str(well["path"]),
+                attributes={"ome": {"version": OME_VERSION, "well": {"images": images}}},
+            )
+        make = functools.partial(_create_image, root, plan)
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(make, _field_paths(plan).values()))
+
+
+def _create_image(root: zarr.Group, plan: IngestPlan, path: str) -> None:
+    t = plan.template
+    images, thumbs = t[cv.IMAGES], t[cv.THUMBNAIL]
+    step = float(t["x"].values[1] - t["x"].values[0]) if t.sizes["x"] > 1 else 1.0
+    unit = "micrometer" if t["x"].attrs.get("units") == "µm" else None
+    axes: list[dict[str, Any]] = [{"name": "c", "type": "channel"}]
+    axes += [{"name": d, "type": "space", **({"unit": unit} if unit else {})} for d in "yx"]
+    datasets = [
+        {
+            "path": str(level),
+            "coordinateTransformations": [{"type": "scale", "scale": [1.0, s, s]}],
+        }
+        for level, s in ((0, step), (1, step * THUMBNAIL_FACTOR))
+    ]
+    group = root.create_group(
+        path,
+        attributes={
+            "ome": {
+                "version": OME_VERSION,
+                "multiscales": [{"name": path, "axes": axes, "datasets": datasets}],
+            }
+        },
+    )
+    encoding = plan.encoding[cv.IMAGES]
+    c, y, x = images.shape[2:]
+    group.create_array(
+        "0",
+        shape=(c, y, x),
+        dtype=images.dtype,
+        chunks=(1, y, x),
+        shards=(c, y, x),
+        compressors=encoding["compressors"],
+        dimension_names=["c", "y", "x"],
+        fill_value=0,
+    )
+    group.create_array(
+        "1",
+        shape=thumbs.shape[2:],
+        dtype=thumbs.dtype,
+        chunks=thumbs.shape[2:],
+        compressors=encoding["compressors"],
+        dimension_names=["c", "y", "x"],
+        fill_value=0,
+    )
+
+
+def finalize_ome(
+    plan: IngestPlan, options: dict[str, Any], mask: np.ndarray, stats: dict[str, np.ndarray]
+) -> None:
+    """Record completeness, the mask and statistics; add omero channel windows; consolidate."""
+    t = plan.template
+    store = zarr_store(plan.dest, options, read_only=False)
+    channels = [
+        {
+            "label": str(name),
+            "active": True,
+            "color": "FFFFFF",
+            "window": _window(stats, i, t[cv.IMAGES].dtype),
+        }
+        for i, name in enumerate(t["channel"].values)
+    ]
+    with storage_errors(plan.dest, options):
+        root = zarr.open_group(store, mode="r+", zarr_format=3)
+        for path in _field_paths(plan).values():
+            image = root[path]
+            ome: dict[str, Any] = dict(image.attrs["ome"])  # type: ignore[arg-type]
+            ome["omero"] = {"channels": channels}
+            image.attrs["ome"] = ome
+        ours = dict(root.attrs["cellcubes"])  # type: ignore[arg-type]
+        ours.update(
+            {
+                "channels": [str(c) for c in t["channel"].values],
+                "present": mask.tolist(),
+                "statistics": {k: [_finite(v) for v in vals] for k, vals in stats.items()},
+                cv.ATTR_COMPLETE: True,
+            }
+        )
+        root.attrs["cellcubes"] = ours
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
+            zarr.consolidate_metadata(store)
+
+
+def _window(stats: dict[str, np.ndarray], i: int, dtype: np.dtype) -> dict[str, float]:
+    """Display window of channel ``i``: p01..p99 within min..max (the dtype's range if empty)."""
+    info = np.iinfo(dtype) if dtype.kind in "ui" else np.finfo(dtype)
+    low, high = float(info.min), float(info.max)
+    values = {k: stats[k][i] for k in ("min", "max", "p01", "p99")}
+    if not all(np.isfinite(v) for v in values.values()):
+        return {"min": low, "max": high, "start": low, "end": high}
+    return {
+        k2: float(values[k1])
+        for k1, k2 in (("min", "min"), ("max", "max"), ("p01", "start"), ("p99", "end"))
+    }
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
