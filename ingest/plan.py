@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import xarray as xr
 
-__all__ = ["BlockReader", "IngestPlan", "ShardTask"]
+__all__ = ["Block", "BlockReader", "IngestPlan", "ShardTask"]
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,21 @@ class ShardTask:
     inputs: tuple[tuple[int, str], ...]
 
 
-# reader(task, context) -> (block, present): block has the shape of one shard
-# without the leading indexed dims; present is a bool per position of its first axis.
-BlockReader = Callable[[ShardTask, Any], tuple[np.ndarray, np.ndarray]]
+class Block(NamedTuple):
+    """What a reader returns for one task.
+
+    ``data`` has the shape of one shard without the task's indexed leading dims;
+    ``present`` is a bool per position of its first axis; ``skipped`` lists the
+    inputs left out under ``--on-error skip`` as ``(kind, url)``, kind
+    ``"unreadable"`` or ``"mismatched"``.
+    """
+
+    data: np.ndarray
+    present: np.ndarray
+    skipped: list[tuple[str, str]]
+
+
+BlockReader = Callable[[ShardTask, Any], Block]
 
 
 @dataclass

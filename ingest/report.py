@@ -22,10 +22,11 @@ def quality_report(
     unreadable: list[str] | None = None,
     mismatched: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A JSON-able report: counts, the missing images (by coords), per-channel saturation.
+    """A JSON-able report: counts, the absent images (by coords), per-channel saturation.
 
     ``mask`` is the ``present`` mask over the template's ``(well, field, channel)``
-    grid; every grid position without an image counts as expected and missing.
+    grid; every grid position counts as expected. ``unreadable`` and ``mismatched``
+    are the URLs left out under ``--on-error skip``; the other absent ones are missing.
     """
     dims = template[cv.PRESENT].dims
     labels = [[_plain(v) for v in template[d].values] for d in dims]
@@ -34,12 +35,14 @@ def quality_report(
         for idx in zip(*np.nonzero(~mask), strict=True)
     ]
     channels = [str(c) for c in template["channel"].values]
-    counts = {
+    unreadable, mismatched = unreadable or [], mismatched or []
+    absent = int(mask.size - mask.sum())
+    counts = {  # found + missing + unreadable + mismatched == expected
         "expected": int(mask.size),
         "found": int(mask.sum()),
-        "missing": int(mask.size - mask.sum()),
-        "unreadable": len(unreadable or []),
-        "mismatched": len(mismatched or []),
+        "missing": absent - len(unreadable) - len(mismatched),
+        "unreadable": len(unreadable),
+        "mismatched": len(mismatched),
     }
     return {
         "plate": template.attrs.get("plate", ""),
@@ -47,10 +50,10 @@ def quality_report(
         "saturation_fraction": {
             c: _finite(v) for c, v in zip(channels, stats["saturated"], strict=True)
         },
-        "missing_images": missing[:MAX_LISTED],
-        "missing_listed": min(len(missing), MAX_LISTED),
-        "unreadable_images": (unreadable or [])[:MAX_LISTED],
-        "mismatched_images": (mismatched or [])[:MAX_LISTED],
+        "absent_images": missing[:MAX_LISTED],  # any reason: missing, unreadable, mismatched
+        "absent_listed": min(len(missing), MAX_LISTED),
+        "unreadable_images": unreadable[:MAX_LISTED],
+        "mismatched_images": mismatched[:MAX_LISTED],
     }
 
 

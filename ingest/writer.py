@@ -53,14 +53,16 @@ class _Partial:
 
     present: list[tuple[tuple[int, ...], np.ndarray]]
     stats: ChannelStats
+    skipped: list[tuple[str, str]]
 
     def merge(self, *others: _Partial) -> _Partial:
-        present = list(self.present)
+        present, skipped = list(self.present), list(self.skipped)
         stats = self.stats
         for other in others:
             present.extend(other.present)
+            skipped.extend(other.skipped)
             stats = stats.merge(other.stats)
-        return _Partial(present, stats)
+        return _Partial(present, stats, skipped)
 
 
 @dataclass
@@ -260,11 +262,11 @@ def _locate_cube(name: str, index: tuple[int, ...]) -> tuple[str, tuple[int, ...
 
 
 def _write_task(task: ShardTask, job: _Job) -> _Partial:
-    block, present = job.reader(task, job.context)
+    block, present, skipped = job.reader(task, job.context)
     for name, data in ((job.variable, block), *((n, d(block)) for n, d in job.derived.items())):
         path, selection = job.locate(name, task.index)
         _open_array(job.dest, job.options, path)[selection] = data
-    return _Partial([(task.index, present)], ChannelStats.from_block(block, present))
+    return _Partial([(task.index, present)], ChannelStats.from_block(block, present), skipped)
 
 
 def _write_extra(name: str, make: Any, job: _Job) -> None:
@@ -294,7 +296,13 @@ def _finalize(
     for index, present in partial.present:
         mask[index] = present
     stats = partial.stats.result()
-    report = quality_report(plan.template, mask, stats)
+    report = quality_report(
+        plan.template,
+        mask,
+        stats,
+        unreadable=sorted(url for kind, url in partial.skipped if kind == "unreadable"),
+        mismatched=sorted(url for kind, url in partial.skipped if kind == "mismatched"),
+    )
     report_url = quality_report_url(plan.dest)
     with storage_errors(plan.dest, options):
         fs, path = filesystem(report_url, options)

@@ -27,7 +27,7 @@ import cubes
 from cubes import conventions as cv
 from cubes.errors import InvalidImageError, SchemaError, SourceNotFoundError
 from cubes.store import filesystem, is_local, join_url, resolve_storage_options, storage_errors
-from ingest.plan import IngestPlan, ShardTask
+from ingest.plan import Block, IngestPlan, ShardTask
 from ingest.sources._harmony import INDEX_NAMES, HarmonyIndex, read_index
 from ingest.sources._illum import illum_extras, illum_folder
 from ingest.sources._jump import SOURCE4_CHANNELS, plate_location, read_channel_map
@@ -71,6 +71,7 @@ class ReadContext:
     shape: tuple[int, int]
     dtype: str
     n_channels: int
+    on_error: str = "fail"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="UM",
         help="pixel size in µm for the y/x coords (default: from Index.idx.xml, else pixels)",
+    )
+    parser.add_argument(
+        "--on-error",
+        choices=("fail", "skip"),
+        default="fail",
+        help="an unreadable or mismatched image stops the job (fail), or is left out, marked "
+        "absent in 'present' and listed in the quality report (skip)",
     )
     parser.add_argument(
         "--load-data",
@@ -176,27 +184,55 @@ def _read_header(url: str, storage_options: dict[str, Any]) -> tuple[tuple[int, 
             raise _not_a_tiff(url, exc) from exc
 
 
+def _first_header(
+    refs: list[ImageRef], on_error: str, options: dict[str, Any]
+) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of the plate: the first image's, or under skip the first readable one's."""
+    for ref in refs[:-1] if on_error == "skip" else []:
+        try:
+            return _read_header(ref.url, options)
+        except InvalidImageError as exc:
+            logger.warning("Skipped while planning: %s", exc)
+    return _read_header(refs[-1].url if on_error == "skip" else refs[0].url, options)
+
+
 def _not_a_tiff(url: str, exc: Exception) -> InvalidImageError:
     return InvalidImageError(
         f"{url} is named like a Cell Painting image but is not a readable TIFF "
-        f"({type(exc).__name__}: {exc}). Replace it with a valid TIFF or remove it from SRC."
+        f"({type(exc).__name__}: {exc}). Replace it with a valid TIFF, remove it from SRC, or "
+        "pass --on-error skip."
     )
 
 
-def read_block(task: ShardTask, ctx: ReadContext) -> tuple[np.ndarray, np.ndarray]:
-    """Read the channels of one field into a ``(channel, y, x)`` block."""
+def read_block(task: ShardTask, ctx: ReadContext) -> Block:
+    """Read the channels of one field into a ``(channel, y, x)`` block.
+
+    Under ``on_error="skip"`` an unreadable or mismatched image is left out
+    (``present`` False, listed in ``skipped``) instead of failing the task.
+    """
     block = np.zeros((ctx.n_channels, *ctx.shape), dtype=ctx.dtype)
     present = np.zeros(ctx.n_channels, dtype=bool)
+    skipped: list[tuple[str, str]] = []
     for position, url in task.inputs:
-        image = read_image(url, ctx.storage_options)
-        if image.shape != ctx.shape or image.dtype != np.dtype(ctx.dtype):
-            raise InvalidImageError(
-                f"Image {url} is {_describe(image.shape, image.dtype)}; the plate's images are "
-                f"{_describe(ctx.shape, ctx.dtype)}. Fix or remove it from SRC."
-            )
+        kind = "unreadable"
+        try:
+            image = read_image(url, ctx.storage_options)
+            if image.shape != ctx.shape or image.dtype != np.dtype(ctx.dtype):
+                kind = "mismatched"
+                raise InvalidImageError(
+                    f"Image {url} is {_describe(image.shape, image.dtype)}; the plate's images "
+                    f"are {_describe(ctx.shape, ctx.dtype)}. Fix or remove it from SRC, or pass "
+                    "--on-error skip."
+                )
+        except InvalidImageError as exc:
+            if ctx.on_error != "skip":
+                raise
+            logger.warning("Skipped: %s", exc)
+            skipped.append((kind, url))
+            continue
         block[position] = image
         present[position] = True
-    return block, present
+    return Block(block, present, skipped)
 
 
 def _describe(shape: tuple[int, ...], dtype: Any) -> str:
@@ -270,7 +306,7 @@ def _plan_plate(
     src_options: dict[str, Any],
 ) -> IngestPlan:
     """The plan of one plate's cube."""
-    shape, dtype = _read_header(refs[0].url, src_options)
+    shape, dtype = _first_header(refs, getattr(args, "on_error", "fail"), src_options)
     if len(shape) != 2:
         raise InvalidImageError(
             f"{refs[0].url} has shape {shape}; Cell Painting images are 2-D (y, x). Give single-"
@@ -311,7 +347,13 @@ def _plan_plate(
         variable=cv.IMAGES,
         tasks=tasks,
         reader=read_block,
-        context=ReadContext(src_options, (shape[0], shape[1]), dtype.str, n_chan),
+        context=ReadContext(
+            src_options,
+            (shape[0], shape[1]),
+            dtype.str,
+            n_chan,
+            getattr(args, "on_error", "fail"),
+        ),
         derived={cv.THUMBNAIL: thumbnail},
         extras=extras,
         attrs={

@@ -116,3 +116,37 @@ def test_bucket_that_does_not_exist(bucket, local_plate, which):
     err = _fails("cellpainting", src, dest)
     assert "Bucket 'no-such-bucket-here' does not exist" in err
     assert "create the bucket" in err
+
+
+def test_on_error_skip_leaves_bad_images_out_and_reports_them(local_plate, tmp_path):
+    import json
+
+    import cubes
+    from ingest.report import quality_report_url
+
+    plate = _copy(local_plate, tmp_path)
+    truncated = _image(plate, "r01c01f01p01-ch2sk1fk1fl1.tiff")
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    empty = _image(plate, "r02c05f02p01-ch8sk1fk1fl1.tiff")
+    empty.write_bytes(b"")
+    wrong = _image(plate, IMAGE)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((64, 64), np.uint8))  # right size, wrong dtype
+    wrong.write_bytes(buf.getvalue())
+    dest = tmp_path / "out.zarr"
+
+    err = _fails("cellpainting", str(plate), str(dest))  # default: fail, naming a bad file
+    assert any(str(p) in err for p in (truncated, empty, wrong))
+
+    proc = run_cli("cellpainting", str(plate), str(dest), "--on-error", "skip", "--overwrite")
+    assert "45/48 images, 0 missing, 2 unreadable, 1 mismatched" in proc.stdout
+    ds = cubes.open_cube(str(dest), require_complete=True)
+    assert int(ds.present.sum()) == 45
+    assert not ds.present.sel(well="A01", field=1, channel="AGP")
+    assert not ds.present.sel(well="B05", field=2, channel="Brightfield")
+    assert not ds.present.sel(well="A02", field=1, channel="RNA")
+    good = tifffile.imread(_image(plate, "r01c01f01p01-ch5sk1fk1fl1.tiff"))
+    np.testing.assert_array_equal(ds.images.sel(well="A01", field=1, channel="DNA"), good)
+    report = json.loads(Path(quality_report_url(str(dest))).read_text())
+    assert report["unreadable_images"] == sorted([str(truncated), str(empty)])
+    assert report["mismatched_images"] == [str(wrong)]
