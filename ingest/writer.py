@@ -9,6 +9,7 @@ looks complete is complete.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -54,15 +55,18 @@ class _Partial:
     present: list[tuple[tuple[int, ...], np.ndarray]]
     stats: ChannelStats
     skipped: list[tuple[str, str]]
+    # derived blocks on their way to the task that writes their whole shard
+    derived: dict[tuple[str, tuple[int, ...]], np.ndarray] = field(default_factory=dict)
 
     def merge(self, *others: _Partial) -> _Partial:
         present, skipped = list(self.present), list(self.skipped)
-        stats = self.stats
+        stats, derived = self.stats, dict(self.derived)
         for other in others:
             present.extend(other.present)
             skipped.extend(other.skipped)
             stats = stats.merge(other.stats)
-        return _Partial(present, stats, skipped)
+            derived.update(other.derived)
+        return _Partial(present, stats, skipped, derived)
 
 
 @dataclass
@@ -206,17 +210,20 @@ def _run_tasks(
     plans: list[IngestPlan], options: dict[str, Any], *, progress: bool, threads: int, ome: bool
 ) -> list[_Partial]:
     write = dask.delayed(_write_task, pure=False)
+    gather = dask.delayed(_gather, pure=False)
     extra = dask.delayed(_write_extra, pure=False)
     totals, extras = [], []
     for plan in plans:
         locate = ome_locator(plan) if ome else _locate_cube
-        job = dask.delayed(
-            _Job(
-                plan.reader, plan.context, plan.dest, options, plan.variable, plan.derived, locate
-            ),
-            pure=True,
-        )  # one graph key, shared by every task (and shipped once to distributed workers)
-        totals.append(_tree_reduce([write(task, job) for task in plan.tasks]))
+        spec = _Job(
+            plan.reader, plan.context, plan.dest, options, plan.variable, plan.derived, locate
+        )
+        spec = dataclasses.replace(spec, gather=bool(plan.derived) and not ome)
+        job = dask.delayed(spec, pure=True)  # one key, shipped once to distributed workers
+        wells: dict[tuple[int, ...], list[Any]] = {}
+        for task in plan.tasks:
+            wells.setdefault(task.index[:1], []).append(write(task, job))
+        totals.append(_tree_reduce([gather(job, key, *parts) for key, parts in wells.items()]))
         extras += [extra(name, make, job) for name, make in plan.extras.items()]
     bar = ProgressBar(out=sys.stderr, minimum=1.0) if progress else _NoBar()
     with bar, storage_errors(plans[0].dest, options):
@@ -255,6 +262,9 @@ class _Job:
     variable: str
     derived: dict[str, Any]
     locate: Any  # (variable, task index) -> (array path, selection)
+    # Derived variables are sharded per leading index (a well's fields in one shard):
+    # tasks hand their blocks to one gather task per well, the shard's only writer.
+    gather: bool = False
 
 
 def _locate_cube(name: str, index: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
@@ -263,10 +273,31 @@ def _locate_cube(name: str, index: tuple[int, ...]) -> tuple[str, tuple[int, ...
 
 def _write_task(task: ShardTask, job: _Job) -> _Partial:
     block, present, skipped = job.reader(task, job.context)
-    for name, data in ((job.variable, block), *((n, d(block)) for n, d in job.derived.items())):
-        path, selection = job.locate(name, task.index)
-        _open_array(job.dest, job.options, path)[selection] = data
-    return _Partial([(task.index, present)], ChannelStats.from_block(block, present), skipped)
+    path, selection = job.locate(job.variable, task.index)
+    _open_array(job.dest, job.options, path)[selection] = block
+    derived = {}
+    for name, derive in job.derived.items():
+        if job.gather:
+            derived[(name, task.index)] = derive(block)
+        else:
+            path, selection = job.locate(name, task.index)
+            _open_array(job.dest, job.options, path)[selection] = derive(block)
+    stats = ChannelStats.from_block(block, present)
+    return _Partial([(task.index, present)], stats, skipped, derived)
+
+
+def _gather(job: _Job, key: tuple[int, ...], *parts: _Partial) -> _Partial:
+    """Merge one well's results; write its derived shards whole (fill value where no field)."""
+    merged = parts[0].merge(*parts[1:])
+    for name in job.derived if merged.derived else ():
+        array = _open_array(job.dest, job.options, name)
+        shard = np.zeros(array.shape[len(key) :], dtype=array.dtype)
+        for (var, index), data in merged.derived.items():
+            if var == name:
+                shard[index[len(key) :]] = data
+        array[key] = shard
+    merged.derived = {}
+    return merged
 
 
 def _write_extra(name: str, make: Any, job: _Job) -> None:

@@ -91,7 +91,7 @@ def plate_template(
         ),
         cv.THUMBNAIL: (
             (*cv.PLATE_DIMS[:3], "thumb_y", "thumb_x"),
-            da.zeros((n_w, n_f, n_c, ty, tx), dtype=dtype, chunks=(1, 1, n_c, ty, tx)),
+            da.zeros((n_w, n_f, n_c, ty, tx), dtype=dtype, chunks=(1, n_f, n_c, ty, tx)),
             {"long_name": f"images reduced {THUMBNAIL_FACTOR}x by block means, for previews"},
         ),
         cv.PRESENT: (

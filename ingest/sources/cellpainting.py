@@ -377,8 +377,9 @@ def _encoding(n_chan: int, shape: tuple[int, ...], template: Any) -> dict[str, d
             "shards": (1, 1, n_chan, *shape),
             "compressors": [COMPRESSOR],
         },
-        cv.THUMBNAIL: {
+        cv.THUMBNAIL: {  # one shard per well: written whole by the well's gather task
             "chunks": (1, 1, n_chan, *template[cv.THUMBNAIL].shape[-2:]),
+            "shards": (1, *template[cv.THUMBNAIL].shape[1:]),
             "compressors": [COMPRESSOR],
         },
         **({cv.ILLUM: {"chunks": (1, *shape)}} if cv.ILLUM in template else {}),

@@ -61,8 +61,11 @@ def test_storage_layout_is_one_object_per_field(bucket):
     src, dest = f"{bucket.url}/raw", f"{bucket.url}/plate.zarr"
     run_cli("synth-plate", src, "--wells", "2", "--fields", "2", "--size", "32")
     run_cli("cellpainting", src, dest, "--no-progress")
-    chunks = [p for p in bucket.fs().find(f"{bucket.name}/plate.zarr/images") if "/c/" in p]
+    fs = bucket.fs()
+    chunks = [p for p in fs.find(f"{bucket.name}/plate.zarr/images") if "/c/" in p]
     assert len(chunks) == 2 * 2  # one shard object per (well, field), all 8 channels inside
+    thumbs = [p for p in fs.find(f"{bucket.name}/plate.zarr/thumbnail") if "/c/" in p]
+    assert len(thumbs) == 2  # one thumbnail shard per well
     assert bucket.fs().exists(f"{bucket.name}/plate.zarr/zarr.json")
 
 
