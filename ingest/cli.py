@@ -56,7 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("src", metavar="SRC", help="local folder or s3:// prefix")
         p.add_argument("dest", metavar="DEST", help="local path or s3:// URL of the cube")
         p.add_argument("--overwrite", action="store_true", help="replace a cube at DEST")
-        p.add_argument("--threads", type=int, default=8, help="concurrent tasks (default 8)")
+        p.add_argument(
+            "--threads", type=int, default=8, help="threads (per worker process) (default 8)"
+        )
+        p.add_argument(
+            "--workers", type=int, default=None, help="start a LocalCluster of N processes"
+        )
+        p.add_argument(
+            "--scheduler", default=None, help="address of a dask.distributed scheduler to use"
+        )
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument(
             "--ome", action="store_true", help="write an OME-NGFF 0.5 HCS plate instead of a cube"
@@ -91,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_source(args: argparse.Namespace) -> None:
     from ingest.index import write_plate_index
     from ingest.report import summary_line
+    from ingest.runner import Runner
     from ingest.writer import write_cubes
 
     module = SOURCES[args.command]
@@ -103,9 +112,13 @@ def _run_source(args: argparse.Namespace) -> None:
         plans,
         dest_options,
         overwrite=args.overwrite,
-        progress=not args.no_progress,
-        threads=args.threads,
         ome=args.ome,
+        runner=Runner(
+            threads=args.threads,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            progress=not args.no_progress,
+        ),
     )
     for result in results:
         print(

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import threading
 import time
 import warnings
@@ -23,7 +22,6 @@ from typing import Any
 import dask
 import numpy as np
 import zarr
-from dask.diagnostics import ProgressBar
 
 from cubes import conventions as cv
 from cubes.errors import CubeExistsError
@@ -39,6 +37,7 @@ from cubes.store import (
 from ingest.ome import create_ome, finalize_ome, ome_locator
 from ingest.plan import BlockReader, IngestPlan, ShardTask
 from ingest.report import quality_report, quality_report_url, summary_line
+from ingest.runner import Runner
 from ingest.stats import ChannelStats
 
 __all__ = ["IngestResult", "write_cube", "write_cubes"]
@@ -109,6 +108,7 @@ def write_cubes(
     progress: bool = True,
     threads: int = 8,
     ome: bool = False,
+    runner: Runner | None = None,
 ) -> list[IngestResult]:
     """Write planned cubes (the plates of a batch) in parallel, as one dask graph.
 
@@ -129,6 +129,9 @@ def write_cubes(
         Threads of the local dask scheduler; the tasks are I/O bound.
     ome
         Write OME-NGFF 0.5 HCS plates (:mod:`ingest.ome`) instead of cubes.
+    runner
+        Where the tasks run (a dask.distributed cluster …); default: ``threads``
+        local threads, with a progress bar if ``progress``.
 
     Raises
     ------
@@ -143,7 +146,8 @@ def write_cubes(
             create_ome(plan, dest_options)
         else:
             _create(plan, dest_options)
-    partials = _run_tasks(plans, dest_options, progress=progress, threads=threads, ome=ome)
+    runner = runner or Runner(threads=threads, progress=progress)
+    partials = _run_tasks(plans, dest_options, runner, ome=ome)
     results = []
     for plan, partial in zip(plans, partials, strict=True):
         stats, quality = _finalize(plan, dest_options, partial, ome=ome)
@@ -207,7 +211,7 @@ def _create(plan: IngestPlan, options: dict[str, Any]) -> None:
 
 
 def _run_tasks(
-    plans: list[IngestPlan], options: dict[str, Any], *, progress: bool, threads: int, ome: bool
+    plans: list[IngestPlan], options: dict[str, Any], runner: Runner, *, ome: bool
 ) -> list[_Partial]:
     write = dask.delayed(_write_task, pure=False)
     gather = dask.delayed(_gather, pure=False)
@@ -225,18 +229,9 @@ def _run_tasks(
             wells.setdefault(task.index[:1], []).append(write(task, job))
         totals.append(_tree_reduce([gather(job, key, *parts) for key, parts in wells.items()]))
         extras += [extra(name, make, job) for name, make in plan.extras.items()]
-    bar = ProgressBar(out=sys.stderr, minimum=1.0) if progress else _NoBar()
-    with bar, storage_errors(plans[0].dest, options):
-        *results, _ = dask.compute(*totals, extras, scheduler="threads", num_workers=threads)
-    return results
-
-
-class _NoBar:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    with storage_errors(plans[0].dest, options):
+        *results, _ = runner.compute(*totals, extras)
+    return list(results)
 
 
 def _tree_reduce(items: list[Any], fan_in: int = 16) -> Any:
