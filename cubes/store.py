@@ -34,12 +34,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Fail in seconds, not minutes, when an endpoint is down; retry transient errors.
+# Transient errors (500, 503 SlowDown, throttling, resets, timeouts) are retried by
+# botocore's "standard" mode: exponential backoff with full jitter, capped at 20 s, at
+# most 8 attempts. 4xx such as 403 and 404 are not retried. check_location() probes a
+# location with 2 attempts, so an unreachable endpoint or a missing bucket fails fast.
 _S3_CONFIG = {
     "connect_timeout": 10,
     "read_timeout": 120,
-    "retries": {"max_attempts": 3, "mode": "standard"},
+    "retries": {"max_attempts": 8, "mode": "standard"},
 }
+_PROBE_RETRIES = {"max_attempts": 2, "mode": "standard"}
 
 
 def _protocol(url: str) -> str:
@@ -131,7 +135,9 @@ def check_location(url: str, storage_options: dict[str, Any] | None = None) -> N
     """
     if is_local(url):
         return
-    fs, path = filesystem(url, storage_options)
+    probe = dict(storage_options or {})
+    probe["config_kwargs"] = {**probe.get("config_kwargs", {}), "retries": _PROBE_RETRIES}
+    fs, path = filesystem(url, probe)
     with storage_errors(url, storage_options):
         if hasattr(fs, "call_s3"):  # s3fs: one LIST of at most one key
             bucket, key, _ = fs.split_path(path)

@@ -26,7 +26,14 @@ from zarr.codecs import BloscCodec
 import cubes
 from cubes import conventions as cv
 from cubes.errors import InvalidImageError, SchemaError, SourceNotFoundError
-from cubes.store import filesystem, is_local, join_url, resolve_storage_options, storage_errors
+from cubes.store import (
+    check_location,
+    filesystem,
+    is_local,
+    join_url,
+    resolve_storage_options,
+    storage_errors,
+)
 from ingest.plan import Block, IngestPlan, ShardTask
 from ingest.sources._harmony import INDEX_NAMES, HarmonyIndex, read_index
 from ingest.sources._illum import illum_extras, illum_folder
@@ -248,6 +255,7 @@ def plan(
     when ``--plates`` picks one of them): DEST is a prefix, and each plate goes
     to ``DEST/<plate>.zarr``.
     """
+    check_location(src, src_options)  # fail fast on a bad endpoint or bucket
     names = _channel_map(args)
     if getattr(args, "load_data", None):
         refs, indexes = _load_data_refs(src, args, names, src_options)
