@@ -22,6 +22,7 @@ from typing import Any
 import dask
 import numpy as np
 import zarr
+from zarr.storage import MemoryStore
 
 from cubes import conventions as cv
 from cubes.errors import CubeExistsError
@@ -193,21 +194,31 @@ def _prepare_dest(dest: str, options: dict[str, Any], overwrite: bool) -> None:
 
 
 def _create(plan: IngestPlan, options: dict[str, Any]) -> None:
-    """Write the schema (metadata and coords, no pixels) and mark the cube incomplete."""
-    store = zarr_store(plan.dest, options, read_only=False)
+    """Write the schema (metadata and coords, no pixels) and mark the cube incomplete.
+
+    xarray writes it into memory first; the objects are then uploaded together
+    (one concurrent batch instead of ~40 sequential round trips).
+    """
     template = plan.template.copy()
     template.attrs.update(plan.attrs)
     template.attrs[cv.ATTR_VERSION] = cv.CONVENTION_VERSION
     template.attrs[cv.ATTR_COMPLETE] = False
+    objects: dict[str, Any] = {}
+    template.to_zarr(
+        MemoryStore(objects),
+        mode="w",
+        compute=False,
+        zarr_format=3,
+        consolidated=False,
+        encoding=plan.encoding,
+    )
+    fs, root = filesystem(plan.dest, options)
+    files = {join_url(root, key): value.to_bytes() for key, value in objects.items()}
     with storage_errors(plan.dest, options):
-        template.to_zarr(
-            store,
-            mode="w",
-            compute=False,
-            zarr_format=3,
-            consolidated=False,
-            encoding=plan.encoding,
-        )
+        if is_local(plan.dest):
+            for path in files:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+        fs.pipe(files)
 
 
 def _run_tasks(

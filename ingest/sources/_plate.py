@@ -125,6 +125,8 @@ def thumbnail(block: np.ndarray) -> np.ndarray:
     c, h, w = block.shape
     f = THUMBNAIL_FACTOR
     th, tw = -(-h // f), -(-w // f)
-    padded = np.pad(block.astype(np.float32), ((0, 0), (0, th * f - h), (0, tw * f - w)), "edge")
-    means = padded.reshape(c, th, f, tw, f).mean(axis=(2, 4))
-    return np.rint(means).astype(block.dtype)
+    if (th * f, tw * f) != (h, w):
+        block = np.pad(block, ((0, 0), (0, th * f - h), (0, tw * f - w)), "edge")
+    accumulate = np.uint64 if block.dtype.kind in "ui" else np.float64
+    sums = block.reshape(c, th, f, tw, f).sum(axis=(2, 4), dtype=accumulate)
+    return np.rint(sums / (f * f)).astype(block.dtype)
