@@ -39,6 +39,7 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/layout.py
+	$(PY) benchmarks/ingest_speed.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache .mypy_cache
