@@ -9,7 +9,6 @@ looks complete is complete.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -216,8 +215,8 @@ def _create(plan: IngestPlan, options: dict[str, Any]) -> None:
     files = {join_url(root, key): value.to_bytes() for key, value in objects.items()}
     with storage_errors(plan.dest, options):
         if is_local(plan.dest):
-            for path in files:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
+            for folder in {os.path.dirname(path) for path in files}:
+                os.makedirs(folder, exist_ok=True)
         fs.pipe(files)
 
 
@@ -231,9 +230,15 @@ def _run_tasks(
     for plan in plans:
         locate = ome_locator(plan) if ome else _locate_cube
         spec = _Job(
-            plan.reader, plan.context, plan.dest, options, plan.variable, plan.derived, locate
+            plan.reader,
+            plan.context,
+            plan.dest,
+            options,
+            plan.variable,
+            plan.derived,
+            locate,
+            gather=bool(plan.derived) and not ome,
         )
-        spec = dataclasses.replace(spec, gather=bool(plan.derived) and not ome)
         job = dask.delayed(spec, pure=True)  # one key, shipped once to distributed workers
         wells: dict[tuple[int, ...], list[Any]] = {}
         for task in plan.tasks:

@@ -195,12 +195,13 @@ def _first_header(
     refs: list[ImageRef], on_error: str, options: dict[str, Any]
 ) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of the plate: the first image's, or under skip the first readable one's."""
-    for ref in refs[:-1] if on_error == "skip" else []:
+    candidates = refs if on_error == "skip" else refs[:1]
+    for ref in candidates[:-1]:
         try:
             return _read_header(ref.url, options)
         except InvalidImageError as exc:
             logger.warning("Skipped while planning: %s", exc)
-    return _read_header(refs[-1].url if on_error == "skip" else refs[0].url, options)
+    return _read_header(candidates[-1].url, options)
 
 
 def _not_a_tiff(url: str, exc: Exception) -> InvalidImageError:
