@@ -114,7 +114,7 @@ def resolve_storage_options(
 def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
     """The fsspec filesystem and the path within it for ``url``."""
     if is_local(url):
-        return LocalFileSystem(), os.path.abspath(_strip_file(url))
+        return LocalFileSystem(auto_mkdir=True), os.path.abspath(_strip_file(url))
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     return fs, path
 

@@ -7,7 +7,9 @@ associatively, so the runner can reduce them as a tree on any scheduler.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -82,6 +84,21 @@ class ChannelStats:
             hist=hist,
             bin_width=width,
         )
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The summary as named arrays (for ``np.savez``); see :meth:`from_arrays`."""
+        out = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self) if f.name != "hist"}
+        if self.hist is not None:
+            out["hist"] = self.hist
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> ChannelStats:
+        """The summary saved by :meth:`to_arrays`."""
+        values: dict[str, Any] = {f.name: arrays[f.name] for f in fields(cls) if f.name in arrays}
+        values.setdefault("hist", None)
+        values["bin_width"] = float(values["bin_width"])
+        return cls(**values)
 
     def merge(self, other: ChannelStats) -> ChannelStats:
         """The summary of both inputs (neither is modified)."""

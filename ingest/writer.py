@@ -34,6 +34,14 @@ from cubes.store import (
     storage_errors,
     zarr_store,
 )
+from ingest.journal import (
+    journal_started,
+    list_done,
+    load_done,
+    record_done,
+    remove_journal,
+    start_journal,
+)
 from ingest.ome import create_ome, finalize_ome, ome_locator
 from ingest.plan import BlockReader, IngestPlan, ShardTask
 from ingest.report import quality_report, quality_report_url, summary_line
@@ -139,15 +147,16 @@ def write_cubes(
         A destination holds a cube and ``overwrite`` is false, or holds other data.
     """
     start = time.perf_counter()
-    for plan in plans:
-        _prepare_dest(plan.dest, dest_options, overwrite)
-    for plan in plans:
-        if ome:
+    resumed = [_prepare_dest(plan, dest_options, overwrite, ome) for plan in plans]
+    for plan, resume in zip(plans, resumed, strict=True):
+        if resume:
+            logger.warning("%s: resuming an interrupted ingest", plan.dest)
+        elif ome:
             create_ome(plan, dest_options)
         else:
             _create(plan, dest_options)
     runner = runner or Runner(threads=threads, progress=progress)
-    partials = _run_tasks(plans, dest_options, runner, ome=ome)
+    partials = _run_tasks(plans, dest_options, runner, ome=ome, resumed=resumed)
     results = []
     for plan, partial in zip(plans, partials, strict=True):
         stats, quality = _finalize(plan, dest_options, partial, ome=ome)
@@ -166,7 +175,9 @@ def write_cubes(
     return results
 
 
-def _prepare_dest(dest: str, options: dict[str, Any], overwrite: bool) -> None:
+def _prepare_dest(plan: IngestPlan, options: dict[str, Any], overwrite: bool, ome: bool) -> bool:
+    """Check and clear the destination; True when an interrupted ingest of this plan resumes."""
+    dest = plan.dest
     check_location(dest, options)
     fs, path = filesystem(dest, options)
     with storage_errors(dest, options):
@@ -177,12 +188,25 @@ def _prepare_dest(dest: str, options: dict[str, Any], overwrite: bool) -> None:
         else:
             entries = fs.find(path, maxdepth=1, withdirs=True)
         has_cube = fs.exists(join_url(path, "zarr.json"))
+        if entries and not has_cube and journal_started(dest, options):
+            logger.warning("%s: removing a schema whose writing was interrupted", dest)
+            fs.rm(path, recursive=True)
+            entries = []
         if entries and not has_cube:
             raise CubeExistsError(
                 f"{dest} already exists and holds data that is not a cube. Choose a new or "
                 "empty DEST; --overwrite only ever replaces a cube."
             )
         if has_cube and not overwrite:
+            group = zarr.open_group(zarr_store(dest, options, read_only=True), mode="r")
+            if group.attrs.get(cv.ATTR_COMPLETE) is False and not ome:
+                if _same_schema(group, plan):
+                    return True
+                raise CubeExistsError(
+                    f"{dest} holds an incomplete cube of other images (different wells, fields, "
+                    "channels or image size), which this run cannot resume. Pass --overwrite to "
+                    "start again, or choose another DEST."
+                )
             raise CubeExistsError(
                 f"{dest} already holds a cube. Pass --overwrite to replace it, or choose another "
                 "DEST."
@@ -190,6 +214,18 @@ def _prepare_dest(dest: str, options: dict[str, Any], overwrite: bool) -> None:
         if has_cube:
             logger.info("Removing the cube at %s (--overwrite)", dest)
             fs.rm(path, recursive=True)
+    remove_journal(dest, options)
+    return False
+
+
+def _same_schema(group: zarr.Group, plan: IngestPlan) -> bool:
+    t = plan.template
+    if cv.IMAGES not in group or group_array(group, cv.IMAGES).shape != t[cv.IMAGES].shape:
+        return False
+    return all(
+        [str(v) for v in group_array(group, dim)[...]] == [str(v) for v in t[dim].values]
+        for dim in ("well", "field", "channel")
+    )
 
 
 def _create(plan: IngestPlan, options: dict[str, Any]) -> None:
@@ -213,21 +249,26 @@ def _create(plan: IngestPlan, options: dict[str, Any]) -> None:
     )
     fs, root = filesystem(plan.dest, options)
     files = {join_url(root, key): value.to_bytes() for key, value in objects.items()}
+    root_key = join_url(root, "zarr.json")
+    start_journal(plan.dest, options)
     with storage_errors(plan.dest, options):
-        if is_local(plan.dest):
-            for folder in {os.path.dirname(path) for path in files}:
-                os.makedirs(folder, exist_ok=True)
-        fs.pipe(files)
+        fs.pipe({k: v for k, v in files.items() if k != root_key})
+        fs.pipe_file(root_key, files[root_key])  # last: a cube is there only when all of it is
 
 
 def _run_tasks(
-    plans: list[IngestPlan], options: dict[str, Any], runner: Runner, *, ome: bool
+    plans: list[IngestPlan],
+    options: dict[str, Any],
+    runner: Runner,
+    *,
+    ome: bool,
+    resumed: list[bool],
 ) -> list[_Partial]:
     write = dask.delayed(_write_task, pure=False)
     gather = dask.delayed(_gather, pure=False)
     extra = dask.delayed(_write_extra, pure=False)
     totals, extras = [], []
-    for plan in plans:
+    for plan, resume in zip(plans, resumed, strict=True):
         locate = ome_locator(plan) if ome else _locate_cube
         spec = _Job(
             plan.reader,
@@ -238,12 +279,21 @@ def _run_tasks(
             plan.derived,
             locate,
             gather=bool(plan.derived) and not ome,
+            journal=not ome,
         )
         job = dask.delayed(spec, pure=True)  # one key, shipped once to distributed workers
-        wells: dict[tuple[int, ...], list[Any]] = {}
+        done = list_done(plan.dest, options) if resume else set()
+        if resume:
+            logger.warning("%s: %d of %d tasks already done", plan.dest, len(done), len(plan.tasks))
+        wells: dict[tuple[int, ...], tuple[list[Any], list[tuple[int, ...]]]] = {}
         for task in plan.tasks:
-            wells.setdefault(task.index[:1], []).append(write(task, job))
-        totals.append(_tree_reduce([gather(job, key, *parts) for key, parts in wells.items()]))
+            new, old = wells.setdefault(task.index[:1], ([], []))
+            if task.index in done:
+                old.append(task.index)
+            else:
+                new.append(write(task, job))
+        gathered = [gather(job, key, old, *new) for key, (new, old) in wells.items()]
+        totals.append(_tree_reduce(gathered))
         extras += [extra(name, make, job) for name, make in plan.extras.items()]
     with storage_errors(plans[0].dest, options):
         *results, _ = runner.compute(*totals, extras)
@@ -276,6 +326,7 @@ class _Job:
     # Derived variables are sharded per leading index (a well's fields in one shard):
     # tasks hand their blocks to one gather task per well, the shard's only writer.
     gather: bool = False
+    journal: bool = False  # record each finished task (resume after interruption)
 
 
 def _locate_cube(name: str, index: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
@@ -294,12 +345,24 @@ def _write_task(task: ShardTask, job: _Job) -> _Partial:
             path, selection = job.locate(name, task.index)
             _open_array(job.dest, job.options, path)[selection] = derive(block)
     stats = ChannelStats.from_block(block, present)
+    if job.journal:  # after the shards: the marker proves them written
+        blocks = {name: data for (name, _), data in derived.items()}
+        record_done(job.dest, job.options, task.index, present, stats, skipped, blocks)
     return _Partial([(task.index, present)], stats, skipped, derived)
 
 
-def _gather(job: _Job, key: tuple[int, ...], *parts: _Partial) -> _Partial:
-    """Merge one well's results; write its derived shards whole (fill value where no field)."""
-    merged = parts[0].merge(*parts[1:])
+def _gather(
+    job: _Job, key: tuple[int, ...], done: list[tuple[int, ...]], *parts: _Partial
+) -> _Partial:
+    """Merge one well's results (new, and ``done`` by an earlier run, from the journal);
+    write its derived shards whole (fill value where no field)."""
+    loaded = []
+    for index in done:
+        present, stats, skipped, derived = load_done(job.dest, job.options, index)
+        blocks = {(name, index): data for name, data in derived.items()}
+        loaded.append(_Partial([(index, present)], stats, skipped, blocks))
+    items = [*loaded, *parts]
+    merged = items[0].merge(*items[1:])
     for name in job.derived if merged.derived else ():
         array = _open_array(job.dest, job.options, name)
         shard = np.zeros(array.shape[len(key) :], dtype=array.dtype)
@@ -353,6 +416,7 @@ def _finalize(
             finalize_ome(plan, options, mask, stats)
         else:
             _finalize_cube(plan, options, mask, stats, report, report_url)
+            remove_journal(plan.dest, options)
     logger.info("%s complete: %s", plan.dest, summary_line(report))
     return stats, report
 
