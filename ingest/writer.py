@@ -9,6 +9,7 @@ looks complete is complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ from ingest.journal import (
     remove_journal,
     start_journal,
 )
+from ingest.lock import WriterLock
 from ingest.ome import create_ome, finalize_ome, ome_locator
 from ingest.plan import BlockReader, IngestPlan, ShardTask
 from ingest.report import quality_report, quality_report_url, summary_line
@@ -145,40 +147,48 @@ def write_cubes(
     ------
     CubeExistsError
         A destination holds a cube and ``overwrite`` is false, or holds other data.
+    DestinationLockedError
+        Another job is writing a destination (see :mod:`ingest.lock`).
     """
     start = time.perf_counter()
-    resumed = [_prepare_dest(plan, dest_options, overwrite, ome) for plan in plans]
-    for plan, resume in zip(plans, resumed, strict=True):
-        if resume:
-            logger.warning("%s: resuming an interrupted ingest", plan.dest)
-        elif ome:
-            create_ome(plan, dest_options)
-        else:
-            _create(plan, dest_options)
-    runner = runner or Runner(threads=threads, progress=progress)
-    partials = _run_tasks(plans, dest_options, runner, ome=ome, resumed=resumed)
-    results = []
-    for plan, partial in zip(plans, partials, strict=True):
-        stats, quality = _finalize(plan, dest_options, partial, ome=ome)
-        block_bytes = int(np.prod(plan.block_shape)) * plan.template[plan.variable].dtype.itemsize
-        results.append(
-            IngestResult(
-                dest=plan.dest,
-                n_tasks=len(plan.tasks),
-                n_images=plan.n_inputs,
-                bytes_written=block_bytes * len(plan.tasks),
-                seconds=time.perf_counter() - start,
-                stats=stats,
-                quality=quality,
+    for plan in plans:
+        check_location(plan.dest, dest_options)  # fail fast on a bad endpoint or bucket
+    with contextlib.ExitStack() as locks:
+        for plan in plans:
+            locks.enter_context(WriterLock(plan.dest, dest_options))
+        resumed = [_prepare_dest(plan, dest_options, overwrite, ome) for plan in plans]
+        for plan, resume in zip(plans, resumed, strict=True):
+            if resume:
+                logger.warning("%s: resuming an interrupted ingest", plan.dest)
+            elif ome:
+                create_ome(plan, dest_options)
+            else:
+                _create(plan, dest_options)
+        runner = runner or Runner(threads=threads, progress=progress)
+        partials = _run_tasks(plans, dest_options, runner, ome=ome, resumed=resumed)
+        results = []
+        for plan, partial in zip(plans, partials, strict=True):
+            stats, quality = _finalize(plan, dest_options, partial, ome=ome)
+            block_bytes = (
+                int(np.prod(plan.block_shape)) * plan.template[plan.variable].dtype.itemsize
             )
-        )
-    return results
+            results.append(
+                IngestResult(
+                    dest=plan.dest,
+                    n_tasks=len(plan.tasks),
+                    n_images=plan.n_inputs,
+                    bytes_written=block_bytes * len(plan.tasks),
+                    seconds=time.perf_counter() - start,
+                    stats=stats,
+                    quality=quality,
+                )
+            )
+        return results
 
 
 def _prepare_dest(plan: IngestPlan, options: dict[str, Any], overwrite: bool, ome: bool) -> bool:
     """Check and clear the destination; True when an interrupted ingest of this plan resumes."""
     dest = plan.dest
-    check_location(dest, options)
     fs, path = filesystem(dest, options)
     with storage_errors(dest, options):
         if is_local(dest):
