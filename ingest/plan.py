@@ -72,6 +72,9 @@ class IngestPlan:
     extras
         Whole variables written by one task each (illumination functions):
         ``extras[name]()`` returns the array; picklable (``functools.partial``).
+    ignored
+        Files under SRC that look like inputs but that the plan leaves out
+        (unparseable names); named in the quality report.
     """
 
     source_format: str
@@ -85,6 +88,7 @@ class IngestPlan:
     context: Any
     derived: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
     extras: dict[str, Callable[[], np.ndarray]] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
     attrs: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -21,6 +21,7 @@ def quality_report(
     *,
     unreadable: list[str] | None = None,
     mismatched: list[str] | None = None,
+    unrecognized: list[str] | None = None,
 ) -> dict[str, Any]:
     """A JSON-able report: counts, the absent images (by coords), per-channel saturation.
 
@@ -54,6 +55,7 @@ def quality_report(
         "absent_listed": min(len(missing), MAX_LISTED),
         "unreadable_images": unreadable[:MAX_LISTED],
         "mismatched_images": mismatched[:MAX_LISTED],
+        "unrecognized_files": (unrecognized or [])[:MAX_LISTED],  # names not rRRcCCfFF…
     }
 
 
@@ -73,6 +75,8 @@ def summary_line(report: dict[str, Any]) -> str:
         f"{report['plate'] or 'plate'}: {n['found']}/{n['expected']} images, {n['missing']} "
         f"missing, {n['unreadable']} unreadable, {n['mismatched']} mismatched"
     )
+    if report.get("unrecognized_files"):
+        line += f"; {len(report['unrecognized_files'])} file(s) with unrecognized names left out"
     saturation = {c: v for c, v in report["saturation_fraction"].items() if v is not None}
     if saturation:
         worst = max(saturation, key=saturation.__getitem__)

@@ -417,6 +417,7 @@ def _finalize(
         stats,
         unreadable=sorted(url for kind, url in partial.skipped if kind == "unreadable"),
         mismatched=sorted(url for kind, url in partial.skipped if kind == "mismatched"),
+        unrecognized=sorted(plan.ignored),
     )
     report_url = quality_report_url(plan.dest)
     with storage_errors(plan.dest, options):

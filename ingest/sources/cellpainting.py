@@ -121,12 +121,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def discover(src: str, storage_options: dict[str, Any]) -> tuple[list[ImageRef], list[str]]:
-    """The plate images and Harmony index files under ``src``, from one recursive listing."""
+def discover(
+    src: str, storage_options: dict[str, Any]
+) -> tuple[list[ImageRef], list[str], list[str]]:
+    """Plate images, Harmony index files and TIFFs with other names under ``src`` (one listing)."""
     fs, root = filesystem(src, storage_options)
     with storage_errors(src, storage_options):
         listing = fs.find(root)
-    refs, indexes = [], []
+    refs, indexes, unparsed = [], [], []
     for path in listing:
         name = posixpath.basename(path.replace("\\", "/"))
         url = path if _is_local_fs(fs) else fs.unstrip_protocol(path)
@@ -136,13 +138,15 @@ def discover(src: str, storage_options: dict[str, Any]) -> tuple[list[ImageRef],
             refs.append(ImageRef(url=url, **parts))
         elif name in INDEX_NAMES:
             indexes.append(url)
+        elif name.lower().endswith((".tif", ".tiff")):
+            unparsed.append(url)
     if not refs:
         raise SourceNotFoundError(
             f"No Cell Painting images found under {src} ({len(listing)} files listed, none named "
             f"like {EXAMPLE_NAME}). Point SRC at a plate folder (…-Measurement1) or its Images/ "
             "folder."
         )
-    return refs, indexes
+    return refs, indexes, unparsed
 
 
 def _is_local_fs(fs: Any) -> bool:
@@ -261,8 +265,17 @@ def plan(
     if getattr(args, "load_data", None):
         refs, indexes = _load_data_refs(src, args, names, src_options)
         groups = {"": refs}
+        unparsed: list[str] = []
     else:
-        refs, indexes = discover(src, src_options)
+        refs, indexes, unparsed = discover(src, src_options)
+        if unparsed:
+            logger.warning(
+                "%d TIFFs under %s have names that are not rRRcCCfFFpPP-chN… (e.g. %s); they are "
+                "left out and listed in the quality report",
+                len(unparsed),
+                src,
+                unparsed[0],
+            )
         every = _group_by_plate(refs)
         groups = _select_plates(src, every, getattr(args, "plates", None))
     batch = len(groups) > 1 or (not getattr(args, "load_data", None) and len(every) > 1)
@@ -272,7 +285,9 @@ def plan(
         plate_id = plate_location(group[0].url)["plate"] or "plate"
         target = join_url(dest, f"{plate_id}.zarr") if batch else dest
         own = [i for i in indexes if i.startswith(folder)]
-        plans.append(_plan_plate(src, target, group, own, folder, names, args, src_options))
+        plan = _plan_plate(src, target, group, own, folder, names, args, src_options)
+        plan.ignored = [u for u in unparsed if u.startswith(folder)]
+        plans.append(plan)
     return plans
 
 

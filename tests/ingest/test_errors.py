@@ -150,3 +150,21 @@ def test_on_error_skip_leaves_bad_images_out_and_reports_them(local_plate, tmp_p
     report = json.loads(Path(quality_report_url(str(dest))).read_text())
     assert report["unreadable_images"] == sorted([str(truncated), str(empty)])
     assert report["mismatched_images"] == [str(wrong)]
+
+
+def test_tiffs_with_unparseable_names_are_named_in_the_report(local_plate, tmp_path):
+    import json
+
+    from ingest.report import quality_report_url
+
+    plate = _copy(local_plate, tmp_path)
+    folder = _image(plate).parent
+    odd = folder / "r01c01f01-DNA.tif"  # not rRRcCCfFFpPP-chN…
+    odd.write_bytes(_image(plate).read_bytes())
+    dest = tmp_path / "out.zarr"
+    proc = run_cli("cellpainting", str(plate), str(dest), "--no-progress")
+    assert "1 file(s) with unrecognized names left out" in proc.stdout
+    assert str(odd) in proc.stderr  # warned while planning
+    report = json.loads(Path(quality_report_url(str(dest))).read_text())
+    assert report["unrecognized_files"] == [str(odd)]
+    assert report["counts"]["found"] == 48
