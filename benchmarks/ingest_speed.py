@@ -29,13 +29,9 @@ import boto3
 import numpy as np
 import tifffile
 import zarr
+from _moto import use_dummy_credentials  # noqa: E402 - benchmarks/ is on sys.path
 
-for _k, _v in {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}.items():
-    os.environ.setdefault(_k, _v)
+use_dummy_credentials()
 
 from cubes.store import resolve_storage_options, zarr_store  # noqa: E402
 from ingest.runner import Runner  # noqa: E402

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,18 +22,14 @@ import numpy as np
 import s3fs
 import tifffile
 import zarr
+from _moto import use_dummy_credentials  # noqa: E402 - benchmarks/ is on sys.path
 from moto.server import ThreadedMotoServer
 from zarr.codecs import BloscCodec
 from zarr.storage import FsspecStore
 
 from ingest.synth import synth_field
 
-for _k, _v in {
-    "AWS_ACCESS_KEY_ID": "x",
-    "AWS_SECRET_ACCESS_KEY": "x",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}.items():
-    os.environ.setdefault(_k, _v)
+use_dummy_credentials()
 
 JUMP_FIELDS = 384 * 9
 C, N = 8, 1080
