@@ -221,18 +221,16 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             ys, xs = rows[members, 3], rows[members, 4]
             y0, x0 = int(ys.min()), int(xs.min())
             region = self._read(key, slice(y0, int(ys.max()) + h), slice(x0, int(xs.max()) + w))
+            cube = self._cubes[key[0]]
             for i, y, x in zip(members, ys, xs, strict=True):
                 out[i] = region[:, y - y0 : y - y0 + h, x - x0 : x - x0 + w]
-            mask = self._cubes[key[0]].present
-            if mask is not None:
-                present[members] = mask[key[1], key[2]]
+                if self.normalize:  # in the reader thread, not after the batch
+                    out[i] -= cube.mean[:, None, None]  # type: ignore[index]
+                    out[i] /= cube.std[:, None, None]  # type: ignore[index]
+            if cube.present is not None:
+                present[members] = cube.present[key[1], key[2]]
 
         list(self._local.pool(self.threads).map(fill, groups))
-        if self.normalize:
-            for i, k in enumerate(rows[:, 0]):
-                cube = self._cubes[int(k)]
-                out[i] -= cube.mean[:, None, None]  # type: ignore[index]
-                out[i] /= cube.std[:, None, None]  # type: ignore[index]
         return {
             "images": torch.from_numpy(out),
             "present": torch.from_numpy(present),
