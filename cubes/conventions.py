@@ -13,6 +13,7 @@ ATTR_KIND = "cube_kind"
 ATTR_VERSION = "cube_convention_version"
 ATTR_COMPLETE = "cube_complete"
 ATTR_PROVENANCE = "provenance"
+ATTR_INPUTS = "ingest_inputs_sha256"  # of the plan's tasks and input files: re-runs compare it
 
 KIND_PLATE = "cellpainting-plate"
 

@@ -11,10 +11,15 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from cubes.errors import CubeError
 from cubes.store import resolve_storage_options
 from ingest.sources import SOURCES
+
+if TYPE_CHECKING:
+    from ingest.plan import IngestPlan
+    from ingest.writer import IngestResult
 
 __all__ = ["main"]
 
@@ -69,10 +74,30 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--ome", action="store_true", help="write an OME-NGFF 0.5 HCS plate instead of a cube"
         )
+        array = p.add_argument_group(
+            "array jobs",
+            "write one slice of the plan per task (default from AWS_BATCH_JOB_ARRAY_INDEX / "
+            "AWS_BATCH_JOB_ARRAY_SIZE or JOB_COMPLETION_INDEX), then `finalize DEST`",
+        )
+        array.add_argument("--task-index", type=int, default=None, help="this slice, 0-based")
+        array.add_argument("--task-count", type=int, default=None, help="number of slices")
         module.add_arguments(p)
         _storage_arguments(p, with_anon=True)
         _common_arguments(p)
         p.set_defaults(handler=_run_source)
+
+    p = sub.add_parser(
+        "finalize",
+        help="complete the cube(s) an array job wrote, once every slice is done",
+        description="Complete the cube (or the plates under a batch prefix) written by the "
+        "slices of an array job: statistics, quality report, consolidated metadata and the "
+        "completion mark. Names the slices that have not finished, if any (exit status 2).",
+    )
+    p.add_argument("dest", metavar="DEST", help="the cube, or the prefix of a batch's plates")
+    p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
+    _storage_arguments(p, with_anon=False)
+    _common_arguments(p)
+    p.set_defaults(handler=_run_finalize)
 
     p = sub.add_parser(
         "synth-plate",
@@ -97,12 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_source(args: argparse.Namespace) -> None:
-    from ingest.index import write_plate_index
-    from ingest.report import summary_line
     from ingest.runner import Runner
+    from ingest.slices import TaskSlice
     from ingest.writer import write_cubes
 
     module = SOURCES[args.command]
+    task_slice = TaskSlice.resolve(args.task_index, args.task_count)
     src_options = resolve_storage_options(
         args.src, endpoint_url=args.endpoint_url, anon=True if args.anon else None
     )
@@ -119,18 +144,52 @@ def _run_source(args: argparse.Namespace) -> None:
             scheduler=args.scheduler,
             progress=not args.no_progress,
         ),
+        task_slice=task_slice,
     )
+    if task_slice is not None:
+        for result in results:
+            print(f"Slice {task_slice.index} of {task_slice.count}: {_wrote(result)}")
+        print(f"When all {task_slice.count} slices are done: python -m ingest finalize {args.dest}")
+        return
+    _summarize(args.dest, plans, results, dest_options)
+
+
+def _wrote(result: IngestResult) -> str:
+    if result.n_tasks == 0:
+        return f"{result.dest} is up to date: nothing written"
+    return (
+        f"wrote {result.dest}: {result.n_images} images in {result.n_tasks} shards, "
+        f"{result.bytes_written / 1e6:.1f} MB"
+    )
+
+
+def _summarize(
+    dest: str, plans: list[IngestPlan], results: list[IngestResult], options: dict[str, Any]
+) -> None:
+    """Print what was written and its quality; write the batch's index of plates."""
+    from ingest.index import write_plate_index
+    from ingest.report import summary_line
+
     for result in results:
-        print(
-            f"Wrote {result.dest}: {result.n_images} images in {result.n_tasks} shards, "
-            f"{result.bytes_written / 1e6:.1f} MB"
-        )
+        line = _wrote(result)
+        print(line[0].upper() + line[1:])
         print(f"  {summary_line(result.quality)}")
     total = sum(r.bytes_written for r in results) / 1e6
     seconds = max(r.seconds for r in results)
     print(f"{len(results)} cube(s), {total:.1f} MB in {seconds:.1f} s ({total / seconds:.1f} MB/s)")
-    if any(plan.dest != args.dest for plan in plans):  # a batch
-        print(f"Index of the plates: {write_plate_index(args.dest, plans, results, dest_options)}")
+    if any(plan.dest != dest for plan in plans):  # a batch
+        print(f"Index of the plates: {write_plate_index(dest, plans, results, options)}")
+
+
+def _run_finalize(args: argparse.Namespace) -> None:
+    from ingest.writer import finalize_cubes
+
+    options = resolve_storage_options(args.dest, endpoint_url=args.endpoint_url)
+    done = finalize_cubes(args.dest, options)
+    if not done:
+        print(f"{args.dest} is complete: nothing to finalize")
+        return
+    _summarize(args.dest, [plan for plan, _ in done], [result for _, result in done], options)
 
 
 def _run_synth(args: argparse.Namespace) -> None:

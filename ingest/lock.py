@@ -34,10 +34,11 @@ class DestinationLockedError(CubeError, RuntimeError):
     """Another job is writing the destination."""
 
 
-def lock_url(dest: str) -> str:
-    """``…/plate.zarr`` -> ``…/plate.lock``."""
+def lock_url(dest: str, part: str | None = None) -> str:
+    """``…/plate.zarr`` -> ``…/plate.lock``; ``…/plate.<part>.lock`` for a slice of an array job."""
     stem = dest.rstrip("/")
-    return (stem[: -len(".zarr")] if stem.endswith(".zarr") else stem) + ".lock"
+    stem = stem[: -len(".zarr")] if stem.endswith(".zarr") else stem
+    return f"{stem}.{part}.lock" if part else f"{stem}.lock"
 
 
 def _dead_here(holder: dict[str, Any]) -> bool:
@@ -54,11 +55,22 @@ def _dead_here(holder: dict[str, Any]) -> bool:
 
 
 class WriterLock:
-    """``with WriterLock(dest, options):`` — hold the destination's lease while writing."""
+    """``with WriterLock(dest, options):`` — hold the destination's lease while writing.
 
-    def __init__(self, dest: str, options: dict[str, Any], *, lease: float = LEASE_SECONDS):
+    ``part`` names one slice of an array job: slices of one job write one DEST
+    together, each holding its own lease (two copies of one slice are refused).
+    """
+
+    def __init__(
+        self,
+        dest: str,
+        options: dict[str, Any],
+        *,
+        lease: float = LEASE_SECONDS,
+        part: str | None = None,
+    ):
         self.dest, self.options, self.lease = dest, options, lease
-        self.url = lock_url(dest)
+        self.url = lock_url(dest, part)
         self.fs, self.path = filesystem(self.url, options)
         self.owner = uuid.uuid4().hex
         self._stop = threading.Event()

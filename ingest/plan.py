@@ -8,6 +8,7 @@ never race on one object (zarr-python#3514, xarray#8371).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -96,6 +97,14 @@ class IngestPlan:
         """Shape of one task's block (the shard without its indexed leading dims)."""
         shape = self.template[self.variable].shape
         return tuple(shape[len(self.tasks[0].index) :]) if self.tasks else tuple(shape)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the tasks and their input files: equal plans write equal cubes."""
+        digest = hashlib.sha256()
+        for task in sorted(self.tasks, key=lambda t: t.index):
+            digest.update(repr((task.index, sorted(task.inputs))).encode())
+        return digest.hexdigest()
 
     @property
     def n_inputs(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +48,15 @@ class Runner:
         """Compute delayed objects together; results in the same order."""
         if not (self.scheduler or self.workers):
             bar = ProgressBar(out=sys.stderr, minimum=1.0) if self.progress else _NoBar()
-            with bar:
-                return dask.compute(*graphs, scheduler="threads", num_workers=self.threads)
+            # Our own pool, so that a failing task stops the job only after the tasks
+            # in flight have finished (their shards and journal markers whole), before
+            # the caller releases the destination's lock.
+            pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ingest")
+            try:
+                with bar:
+                    return dask.compute(*graphs, scheduler="threads", pool=pool)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
         from distributed import Client, LocalCluster, progress
 
         _quiet_distributed()

@@ -13,9 +13,11 @@ import contextlib
 import json
 import logging
 import os
+import posixpath
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +27,7 @@ import zarr
 from zarr.storage import MemoryStore
 
 from cubes import conventions as cv
-from cubes.errors import CubeExistsError
+from cubes.errors import CubeExistsError, SchemaError
 from cubes.store import (
     check_location,
     filesystem,
@@ -48,9 +50,18 @@ from ingest.ome import create_ome, finalize_ome, ome_locator
 from ingest.plan import BlockReader, IngestPlan, ShardTask
 from ingest.report import quality_report, quality_report_url, summary_line
 from ingest.runner import Runner
+from ingest.slices import (
+    IncompleteSlicesError,
+    TaskSlice,
+    check_manifest,
+    manifest_url,
+    missing_slices,
+    read_manifest,
+    slice_tasks,
+)
 from ingest.stats import ChannelStats
 
-__all__ = ["IngestResult", "write_cube", "write_cubes"]
+__all__ = ["IngestResult", "finalize_cubes", "write_cube", "write_cubes"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,11 +130,15 @@ def write_cubes(
     threads: int = 8,
     ome: bool = False,
     runner: Runner | None = None,
+    task_slice: TaskSlice | None = None,
 ) -> list[IngestResult]:
     """Write planned cubes (the plates of a batch) in parallel, as one dask graph.
 
     Every destination is checked before anything is written; then each cube's
     schema is created, all tasks run together, and each cube is finalized.
+    With ``task_slice`` only that slice's fields are written (an array job,
+    :mod:`ingest.slices`) and nothing is finalized: :func:`finalize_cubes` does
+    that once every slice is done.
 
     Parameters
     ----------
@@ -142,6 +157,9 @@ def write_cubes(
     runner
         Where the tasks run (a dask.distributed cluster …); default: ``threads``
         local threads, with a progress bar if ``progress``.
+    task_slice
+        Write one slice of an array job; the results then cover the slice only
+        and carry no statistics or quality report.
 
     Raises
     ------
@@ -151,33 +169,60 @@ def write_cubes(
         Another job is writing a destination (see :mod:`ingest.lock`).
     """
     start = time.perf_counter()
+    selected: list[set[tuple[int, ...]] | None] = [None] * len(plans)
+    if task_slice is not None:
+        if overwrite or ome:
+            raise SchemaError(
+                "--overwrite and --ome cannot be combined with an array job (--task-count): "
+                "slices write one cube together. Delete DEST first, or run without slices."
+            )
+        cut = slice_tasks(plans, task_slice.count)
+        mine = [set(per_plan.get(task_slice.index, [])) for per_plan in cut]
+        plans, selected, cut = _keep_slice(plans, mine, cut)
+        if not plans:
+            logger.warning("Slice %s has no fields to write", task_slice.part)
+            return []
     for plan in plans:
         check_location(plan.dest, dest_options)  # fail fast on a bad endpoint or bucket
+    part = task_slice.part if task_slice else None
     with contextlib.ExitStack() as locks:
         for plan in plans:
-            locks.enter_context(WriterLock(plan.dest, dest_options))
-        resumed = [_prepare_dest(plan, dest_options, overwrite, ome) for plan in plans]
-        for plan, resume in zip(plans, resumed, strict=True):
-            if resume:
+            locks.enter_context(WriterLock(plan.dest, dest_options, part=part))
+        states = [
+            _prepare_dest(plan, dest_options, overwrite, ome, shared=task_slice is not None)
+            for plan in plans
+        ]
+        for k, (plan, state) in enumerate(zip(plans, states, strict=True)):
+            if state == "resume" and task_slice is None:
                 logger.warning("%s: resuming an interrupted ingest", plan.dest)
-            elif ome:
-                create_ome(plan, dest_options)
-            else:
-                _create(plan, dest_options)
+            elif state == "new":
+                create_ome(plan, dest_options) if ome else _create(plan, dest_options)
+            if task_slice is not None:
+                check_manifest(plan, dest_options, task_slice.count, cut[k])
         runner = runner or Runner(threads=threads, progress=progress)
-        partials = _run_tasks(plans, dest_options, runner, ome=ome, resumed=resumed)
+        partials = _run_tasks(
+            plans, dest_options, runner, ome=ome, states=states, selected=selected
+        )
         results = []
-        for plan, partial in zip(plans, partials, strict=True):
-            stats, quality = _finalize(plan, dest_options, partial, ome=ome)
+        for plan, partial, chosen, state in zip(plans, partials, selected, states, strict=True):
+            stats: dict[str, Any] = {}
+            quality: dict[str, Any] = {}
+            if state == "done":  # up to date: nothing written
+                chosen, quality = set(), _read_report(plan.dest, dest_options)
+            elif task_slice is None:
+                stats, quality = _finalize(plan, dest_options, partial, ome=ome)
+            n_tasks = len(plan.tasks) if chosen is None else len(chosen)
             block_bytes = (
                 int(np.prod(plan.block_shape)) * plan.template[plan.variable].dtype.itemsize
             )
             results.append(
                 IngestResult(
                     dest=plan.dest,
-                    n_tasks=len(plan.tasks),
-                    n_images=plan.n_inputs,
-                    bytes_written=block_bytes * len(plan.tasks),
+                    n_tasks=n_tasks,
+                    n_images=sum(
+                        len(t.inputs) for t in plan.tasks if chosen is None or t.index in chosen
+                    ),
+                    bytes_written=block_bytes * n_tasks,
                     seconds=time.perf_counter() - start,
                     stats=stats,
                     quality=quality,
@@ -186,8 +231,35 @@ def write_cubes(
         return results
 
 
-def _prepare_dest(plan: IngestPlan, options: dict[str, Any], overwrite: bool, ome: bool) -> bool:
-    """Check and clear the destination; True when an interrupted ingest of this plan resumes."""
+def _read_report(dest: str, options: dict[str, Any]) -> dict[str, Any]:
+    url = quality_report_url(dest)
+    fs, path = filesystem(url, options)
+    with storage_errors(url, options):
+        report: dict[str, Any] = json.loads(fs.cat_file(path))
+    return report
+
+
+def _keep_slice(
+    plans: list[IngestPlan],
+    mine: list[set[tuple[int, ...]]],
+    cut: list[dict[int, list[tuple[int, ...]]]],
+) -> tuple[list[IngestPlan], list[set[tuple[int, ...]] | None], list[dict[int, list[Any]]]]:
+    """The plans with fields in this slice, with the slice's task indexes and the whole cut."""
+    kept = [k for k, chosen in enumerate(mine) if chosen]
+    return [plans[k] for k in kept], [mine[k] for k in kept], [cut[k] for k in kept]
+
+
+def _prepare_dest(
+    plan: IngestPlan, options: dict[str, Any], overwrite: bool, ome: bool, *, shared: bool = False
+) -> str:
+    """Check and clear the destination: ``"new"`` (create the schema), ``"resume"`` (an
+    interrupted ingest of this plan), or ``"done"`` (a complete cube of this very plan:
+    same schema and input files, so re-running, or appending plates to a batch, is a
+    no-op).
+
+    ``shared``: slices of an array job write DEST together, so the schema is
+    created idempotently (never removed, whoever created it).
+    """
     dest = plan.dest
     fs, path = filesystem(dest, options)
     with storage_errors(dest, options):
@@ -198,7 +270,10 @@ def _prepare_dest(plan: IngestPlan, options: dict[str, Any], overwrite: bool, om
         else:
             entries = fs.find(path, maxdepth=1, withdirs=True)
         has_cube = fs.exists(join_url(path, "zarr.json"))
-        if entries and not has_cube and journal_started(dest, options):
+        started = bool(entries) and not has_cube and journal_started(dest, options)
+        if started and shared:
+            return "new"  # another slice is creating it, or was interrupted: same bytes
+        if started:
             logger.warning("%s: removing a schema whose writing was interrupted", dest)
             fs.rm(path, recursive=True)
             entries = []
@@ -209,23 +284,34 @@ def _prepare_dest(plan: IngestPlan, options: dict[str, Any], overwrite: bool, om
             )
         if has_cube and not overwrite:
             group = zarr.open_group(zarr_store(dest, options, read_only=True), mode="r")
-            if group.attrs.get(cv.ATTR_COMPLETE) is False and not ome:
-                if _same_schema(group, plan):
-                    return True
+            complete = group.attrs.get(cv.ATTR_COMPLETE)
+            if ome:
                 raise CubeExistsError(
-                    f"{dest} holds an incomplete cube of other images (different wells, fields, "
-                    "channels or image size), which this run cannot resume. Pass --overwrite to "
-                    "start again, or choose another DEST."
+                    f"{dest} already holds a plate. Pass --overwrite to replace it, or choose "
+                    "another DEST."
+                )
+            same = _same_schema(group, plan)
+            if same and group.attrs.get(cv.ATTR_INPUTS) == plan.fingerprint:
+                if complete:
+                    logger.info("%s is complete and up to date: nothing to write", dest)
+                return "done" if complete else "resume"
+            if same and complete is False:  # the source changed under an interrupted run
+                raise CubeExistsError(
+                    f"{dest} holds an incomplete cube of the same wells, fields and channels but "
+                    "other input files than SRC has now. Pass --overwrite to start again."
                 )
             raise CubeExistsError(
-                f"{dest} already holds a cube. Pass --overwrite to replace it, or choose another "
-                "DEST."
+                f"{dest} holds {'a' if complete else 'an incomplete'} cube of other images than "
+                f"SRC has now (different wells, fields, channels, image size or files), which "
+                f"this run cannot {'add to' if complete else 'resume'}: adding images to a cube "
+                "re-ingests it. Pass --overwrite to replace it, or choose another DEST."
             )
         if has_cube:
             logger.info("Removing the cube at %s (--overwrite)", dest)
             fs.rm(path, recursive=True)
-    remove_journal(dest, options)
-    return False
+    if not shared:
+        remove_journal(dest, options)
+    return "new"
 
 
 def _same_schema(group: zarr.Group, plan: IngestPlan) -> bool:
@@ -248,6 +334,7 @@ def _create(plan: IngestPlan, options: dict[str, Any]) -> None:
     template.attrs.update(plan.attrs)
     template.attrs[cv.ATTR_VERSION] = cv.CONVENTION_VERSION
     template.attrs[cv.ATTR_COMPLETE] = False
+    template.attrs[cv.ATTR_INPUTS] = plan.fingerprint
     objects: dict[str, Any] = {}
     template.to_zarr(
         MemoryStore(objects),
@@ -272,13 +359,20 @@ def _run_tasks(
     runner: Runner,
     *,
     ome: bool,
-    resumed: list[bool],
+    states: list[str],
+    selected: list[set[tuple[int, ...]] | None],
 ) -> list[_Partial]:
+    """Run the tasks (those in ``selected``, per plan, if given) and the per-well gathers."""
     write = dask.delayed(_write_task, pure=False)
     gather = dask.delayed(_gather, pure=False)
     extra = dask.delayed(_write_extra, pure=False)
-    totals, extras = [], []
-    for plan, resume in zip(plans, resumed, strict=True):
+    totals: list[Any] = []
+    extras: list[Any] = []
+    for plan, state, chosen in zip(plans, states, selected, strict=True):
+        if state == "done":
+            totals.append(None)
+            continue
+        resume = state == "resume"
         locate = ome_locator(plan) if ome else _locate_cube
         spec = _Job(
             plan.reader,
@@ -294,9 +388,17 @@ def _run_tasks(
         job = dask.delayed(spec, pure=True)  # one key, shipped once to distributed workers
         done = list_done(plan.dest, options) if resume else set()
         if resume:
-            logger.warning("%s: %d of %d tasks already done", plan.dest, len(done), len(plan.tasks))
+            logger.log(
+                logging.WARNING if chosen is None else logging.INFO,
+                "%s: %d of %d tasks already done",
+                plan.dest,
+                len(done),
+                len(plan.tasks),
+            )
         wells: dict[tuple[int, ...], tuple[list[Any], list[tuple[int, ...]]]] = {}
         for task in plan.tasks:
+            if chosen is not None and task.index not in chosen:
+                continue
             new, old = wells.setdefault(task.index[:1], ([], []))
             if task.index in done:
                 old.append(task.index)
@@ -304,7 +406,8 @@ def _run_tasks(
                 new.append(write(task, job))
         gathered = [gather(job, key, old, *new) for key, (new, old) in wells.items()]
         totals.append(_tree_reduce(gathered))
-        extras += [extra(name, make, job) for name, make in plan.extras.items()]
+        if chosen is None or plan.tasks[0].index in chosen:  # the slice of the first well
+            extras += [extra(name, make, job) for name, make in plan.extras.items()]
     with storage_errors(plans[0].dest, options):
         *results, _ = runner.compute(*totals, extras)
     return list(results)
@@ -401,6 +504,130 @@ def _open_array(dest: str, options: dict[str, Any], variable: str) -> zarr.Array
             store = zarr_store(dest, options, read_only=False)
             _arrays[key] = zarr.open_array(store, path=variable, mode="r+", zarr_format=3)
         return _arrays[key]
+
+
+def finalize_cubes(dest: str, options: dict[str, Any]) -> list[tuple[IngestPlan, IngestResult]]:
+    """Complete the cube(s) an array job wrote: ``dest`` is a cube, or the prefix of a batch.
+
+    Checks that every slice's fields have their journal marker, then writes the
+    mask, statistics, quality report and completion mark from the journal, as
+    an uninterrupted run would.
+
+    Raises
+    ------
+    IncompleteSlicesError
+        Some slices have not finished; the message names them.
+    SchemaError
+        ``dest`` holds no array job to finalize.
+    """
+    start = time.perf_counter()
+    fs, path = filesystem(dest, options)
+    if read_manifest(dest, options) is not None:
+        dests = [dest]
+    else:
+        with storage_errors(dest, options):
+            found = fs.glob(join_url(path, "*.ingest", "array.json"))
+        dests = sorted(
+            join_url(dest, posixpath.basename(posixpath.dirname(p))[: -len(".ingest")] + ".zarr")
+            for p in found
+        )
+    if not dests and _is_complete_cube(dest, options):
+        logger.warning("%s is complete: nothing to finalize", dest)
+        return []
+    if not dests:
+        raise SchemaError(
+            f"Nothing to finalize at {dest}: no array job has written there ({manifest_url(dest)} "
+            "is absent). Run the slices first (--task-index I --task-count N), or finalize the "
+            "prefix that holds the plates."
+        )
+    missing: list[str] = []
+    for cube in dests:
+        manifest = read_manifest(cube, options) or {}
+        for k, n in sorted(missing_slices(manifest, list_done(cube, options)).items()):
+            missing.append(f"slice {k}: {n} field(s) of {cube}")
+    if missing:
+        count = (read_manifest(dests[0], options) or {}).get("count", "?")
+        raise IncompleteSlicesError(
+            f"Not all {count} slices have finished: " + "; ".join(missing) + ". Run those slices "
+            "again (--task-index I --task-count N, or the failed tasks of the array job), then "
+            "finalize."
+        )
+    out = []
+    for cube in dests:
+        with WriterLock(cube, options):
+            plan = _plan_of_cube(cube, options, read_manifest(cube, options) or {})
+            partial = _partial_from_journal(cube, options, [t.index for t in plan.tasks])
+            stats, quality = _finalize(plan, options, partial, ome=False)
+        block = plan.template[plan.variable]
+        out.append(
+            (
+                plan,
+                IngestResult(
+                    dest=cube,
+                    n_tasks=len(plan.tasks),
+                    n_images=int(quality["counts"]["found"]),
+                    bytes_written=len(plan.tasks) * block[0, 0].nbytes,
+                    seconds=time.perf_counter() - start,
+                    stats=stats,
+                    quality=quality,
+                ),
+            )
+        )
+    return out
+
+
+def _is_complete_cube(dest: str, options: dict[str, Any]) -> bool:
+    fs, path = filesystem(dest, options)
+    with storage_errors(dest, options):
+        if not fs.exists(join_url(path, "zarr.json")):
+            return False
+        group = zarr.open_group(zarr_store(dest, options, read_only=True), mode="r")
+        return group.attrs.get(cv.ATTR_COMPLETE) is True
+
+
+def _plan_of_cube(dest: str, options: dict[str, Any], manifest: dict[str, Any]) -> IngestPlan:
+    """What finalizing needs of the plan, read back from the cube and the manifest."""
+    import xarray as xr
+
+    store = zarr_store(dest, options, read_only=True)
+    template = xr.open_zarr(store, consolidated=False, zarr_format=3, chunks={})
+    tasks = [
+        ShardTask(tuple(index), ())
+        for indexes in manifest.get("slices", {}).values()
+        for index in indexes
+    ]
+    provenance = dict(template.attrs.get(cv.ATTR_PROVENANCE, {}))
+    return IngestPlan(
+        source_format=str(provenance.get("source_format", "")),
+        src=str(manifest.get("source", "")),
+        dest=dest,
+        template=template,
+        encoding={},
+        variable=cv.IMAGES,
+        tasks=tasks,
+        reader=_no_reader,
+        context=None,
+        ignored=list(manifest.get("ignored", [])),
+        attrs={cv.ATTR_PROVENANCE: provenance},
+    )
+
+
+def _no_reader(task: ShardTask, context: Any) -> Any:
+    raise AssertionError("finalizing reads no images")
+
+
+def _partial_from_journal(
+    dest: str, options: dict[str, Any], indexes: list[tuple[int, ...]]
+) -> _Partial:
+    """The merged results of the tasks at ``indexes``, from their journal markers."""
+
+    def load(index: tuple[int, ...]) -> _Partial:
+        present, stats, skipped, _ = load_done(dest, options, index)
+        return _Partial([(index, present)], stats, skipped)
+
+    with ThreadPoolExecutor(16) as pool:
+        parts = list(pool.map(load, indexes))
+    return parts[0].merge(*parts[1:])
 
 
 def _finalize(

@@ -73,9 +73,18 @@ def _assert_incomplete(path: Path) -> None:
             cubes.open_cube(str(path), require_complete=True)
 
 
-def test_dest_holding_a_cube_needs_overwrite(local_plate, local_cube):
-    err = _fails("cellpainting", str(local_plate), str(local_cube))
-    assert f"{local_cube} already holds a cube" in err and "--overwrite" in err
+def test_dest_holding_a_cube_of_other_images_needs_overwrite(local_plate, local_cube, tmp_path):
+    plate = _copy(local_plate, tmp_path)
+    _image(plate).unlink()  # SRC changed since the cube was written
+    err = _fails("cellpainting", str(plate), str(local_cube))
+    assert f"{local_cube} holds a cube of other images" in err and "--overwrite" in err
+
+
+def test_rerunning_a_finished_ingest_is_a_no_op(local_plate, local_cube):
+    before = {p: p.stat().st_mtime_ns for p in local_cube.rglob("*")}
+    proc = run_cli("cellpainting", str(local_plate), str(local_cube), "--no-progress")
+    assert "is up to date: nothing written" in proc.stdout
+    assert {p: p.stat().st_mtime_ns for p in local_cube.rglob("*")} == before
 
 
 def test_overwrite_replaces_a_cube(local_plate, tmp_path):
@@ -137,8 +146,9 @@ def test_on_error_skip_leaves_bad_images_out_and_reports_them(local_plate, tmp_p
 
     err = _fails("cellpainting", str(plate), str(dest))  # default: fail, naming a bad file
     assert any(str(p) in err for p in (truncated, empty, wrong))
+    assert not (tmp_path / "out.lock").exists()  # released after the tasks in flight ended
 
-    proc = run_cli("cellpainting", str(plate), str(dest), "--on-error", "skip", "--overwrite")
+    proc = run_cli("cellpainting", str(plate), str(dest), "--on-error", "skip")  # resumes
     assert "45/48 images, 0 missing, 2 unreadable, 1 mismatched" in proc.stdout
     ds = cubes.open_cube(str(dest), require_complete=True)
     assert int(ds.present.sum()) == 45

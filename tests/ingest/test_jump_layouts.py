@@ -231,6 +231,12 @@ def test_a_batch_becomes_one_cube_per_plate_with_an_index(bucket):
     assert np.isnan(two.illum.sel(channel="ER").values).all()
     assert two.attrs["plate"] == "BR00000002"
 
+    proc = run_cli("cellpainting", batch, dest, "--no-progress")  # all again: a no-op
+    assert proc.stdout.count("is up to date: nothing written") == 2
+    assert pd.read_csv(io.BytesIO(fs.cat_file(index_key)))["plate"].tolist() == [
+        "BR00000001",
+        "BR00000002",
+    ]
     proc = run_cli("cellpainting", batch, dest, "--no-progress", "--overwrite")  # all, again
     assert "2 cube(s)" in proc.stdout
     again = pd.read_csv(io.BytesIO(fs.cat_file(index_key)))
