@@ -56,7 +56,7 @@ def record_done(
     arrays.update({f"derived_{k}": v for k, v in derived.items()})
     arrays.update(present=present, skipped=np.array(json.dumps(skipped)))
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez(buf, **arrays)  # uncompressed: 0.4 ms instead of ~30 ms per field
     url = _marker(dest, index)
     fs, path = filesystem(url, options)
     with storage_errors(url, options):

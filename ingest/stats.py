@@ -7,6 +7,7 @@ associatively, so the runner can reduce them as a tree on any scheduler.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -16,6 +17,16 @@ import numpy as np
 __all__ = ["ChannelStats"]
 
 _HIST_BINS = 4096
+_EXACT_INT64 = 2**63
+
+
+@functools.cache
+def _squares(n_levels: int) -> np.ndarray:
+    """``(levels, levels²)`` as int64, for the exact sums of a full histogram."""
+    levels = np.arange(n_levels, dtype=np.int64)
+    squares = np.stack([levels, levels * levels])
+    squares.setflags(write=False)
+    return squares
 
 
 @dataclass
@@ -43,14 +54,25 @@ class ChannelStats:
         return stats
 
     def _add_integer(self, c: int, values: np.ndarray, hist: np.ndarray) -> None:
-        """Exact sums and extremes from one full-resolution histogram (one pass, no copies)."""
-        full = np.bincount(values, minlength=2 ** (8 * values.dtype.itemsize))
+        """Exact sums and extremes from one full-resolution histogram (one pass, no copies).
+
+        The sums are integer dot products of the histogram with the levels and
+        their squares: exact, and no BLAS call (a float ``@`` wakes OpenBLAS's
+        threads, which spin for longer than the 65536-term product takes).
+        """
+        n_levels = 2 ** (8 * values.dtype.itemsize)
+        full = np.bincount(values, minlength=n_levels)
         levels = np.flatnonzero(full)
-        weights = full[levels].astype(np.float64)
-        as_float = levels.astype(np.float64)
         self.count[c] = values.size
-        self.total[c] = weights @ as_float
-        self.total_sq[c] = weights @ (as_float * as_float)
+        if values.size < _EXACT_INT64 // (n_levels - 1) ** 2:
+            squares = _squares(n_levels)
+            self.total[c] = float(np.dot(full, squares[0]))
+            self.total_sq[c] = float(np.dot(full, squares[1]))
+        else:  # the int64 sums could overflow
+            weights = full[levels].astype(np.float64)
+            as_float = levels.astype(np.float64)
+            self.total[c] = weights @ as_float
+            self.total_sq[c] = weights @ (as_float * as_float)
         self.minimum[c], self.maximum[c] = levels[0], levels[-1]
         self.saturated[c] = full[-1]
         hist[c] = full.reshape(hist.shape[1], -1).sum(axis=1)

@@ -10,14 +10,16 @@ one shard ``(1, 1, channel, y, x)``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import logging
 import os
 import posixpath
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import tifffile
@@ -172,15 +174,49 @@ def _check_one_plate(src: str, refs: list[ImageRef]) -> None:
         )
 
 
-def read_image(url: str, storage_options: dict[str, Any]) -> np.ndarray:
-    """Read one TIFF image, raising :class:`InvalidImageError` naming ``url`` if it is not one."""
+@contextlib.contextmanager
+def _open_image(url: str, storage_options: dict[str, Any]) -> Iterator[BinaryIO]:
+    """The TIFF's bytes as a file: local files opened (decoded straight into the block,
+    no copy of the file in memory), others fetched whole (one GET, not ranged reads)."""
     fs, path = filesystem(url, storage_options)
-    with storage_errors(url, storage_options):
-        data = fs.cat_file(path)
-    try:
-        return tifffile.imread(io.BytesIO(data))
-    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for corrupt input
-        raise _not_a_tiff(url, exc) from exc
+    with contextlib.ExitStack() as stack:
+        with storage_errors(url, storage_options):
+            if is_local(url):
+                fh: BinaryIO = stack.enter_context(open(path, "rb"))
+            else:
+                fh = io.BytesIO(_cat_whole(fs, path))
+        yield fh
+
+
+def _cat_whole(fs: Any, path: str) -> bytes:
+    """One object in one GET: s3fs (``max_concurrency`` > 1) would first HEAD every object to
+    decide whether to split it into ranged GETs (only above 50 MB): a round trip per image."""
+    if getattr(fs, "max_concurrency", 1) > 1:
+        return fs.cat_file(path, max_concurrency=1)
+    return fs.cat_file(path)
+
+
+def _read_image_into(
+    url: str, storage_options: dict[str, Any], out: np.ndarray
+) -> tuple[tuple[int, ...], np.dtype]:
+    """Decode one TIFF image into ``out`` if it has ``out``'s shape and dtype.
+
+    Returns the image's shape and dtype (``out`` is left untouched when they
+    differ); raises :class:`InvalidImageError` naming ``url`` if it is not a
+    readable TIFF (``out`` may then hold part of it).
+    """
+    with _open_image(url, storage_options) as fh:
+        try:
+            with tifffile.TiffFile(fh) as tif:
+                series = tif.series[0]
+                shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+                if shape == out.shape and dtype == out.dtype:
+                    tif.asarray(out=out)
+                else:  # decoded all the same: a corrupt image is unreadable, not mismatched
+                    tif.asarray()
+        except Exception as exc:  # noqa: BLE001 - tifffile raises many types for corrupt input
+            raise _not_a_tiff(url, exc) from exc
+    return shape, dtype
 
 
 def _read_header(url: str, storage_options: dict[str, Any]) -> tuple[tuple[int, ...], np.dtype]:
@@ -191,7 +227,7 @@ def _read_header(url: str, storage_options: dict[str, Any]) -> tuple[tuple[int, 
             with tifffile.TiffFile(fh) as tif:
                 page = tif.pages.first
                 return tuple(page.shape), np.dtype(page.dtype)
-        except Exception as exc:  # noqa: BLE001 - see read_image
+        except Exception as exc:  # noqa: BLE001 - see _read_image_into
             raise _not_a_tiff(url, exc) from exc
 
 
@@ -228,21 +264,21 @@ def read_block(task: ShardTask, ctx: ReadContext) -> Block:
     for position, url in task.inputs:
         kind = "unreadable"
         try:
-            image = read_image(url, ctx.storage_options)
-            if image.shape != ctx.shape or image.dtype != np.dtype(ctx.dtype):
+            shape, dtype = _read_image_into(url, ctx.storage_options, block[position])
+            if shape != ctx.shape or dtype != np.dtype(ctx.dtype):
                 kind = "mismatched"
                 raise InvalidImageError(
-                    f"Image {url} is {_describe(image.shape, image.dtype)}; the plate's images "
+                    f"Image {url} is {_describe(shape, dtype)}; the plate's images "
                     f"are {_describe(ctx.shape, ctx.dtype)}. Fix or remove it from SRC, or pass "
                     "--on-error skip."
                 )
         except InvalidImageError as exc:
+            block[position] = 0  # what a failed decode left there
             if ctx.on_error != "skip":
                 raise
             logger.warning("Skipped: %s", exc)
             skipped.append((kind, url))
             continue
-        block[position] = image
         present[position] = True
     return Block(block, present, skipped)
 

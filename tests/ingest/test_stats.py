@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ingest.sources._plate import THUMBNAIL_FACTOR, thumbnail
 from ingest.stats import ChannelStats
 
 
@@ -50,3 +51,42 @@ def test_float_images_have_moments_but_no_percentiles():
     np.testing.assert_allclose(result["std"], block.reshape(2, -1).std(axis=1), rtol=1e-5)
     np.testing.assert_array_equal(result["max"], block.reshape(2, -1).max(axis=1))
     assert np.isnan(result["p01"]).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    dtype=st.sampled_from([np.uint8, np.uint16]),
+    size=st.integers(1, 300),
+)
+def test_sums_are_exact(seed, dtype, size):
+    rng = np.random.default_rng(seed)
+    top = np.iinfo(dtype).max
+    block = rng.integers(0, top, (2, size, 7), dtype=dtype, endpoint=True)
+    block[0, 0, 0] = top  # the extremes of the range are counted too
+    stats = ChannelStats.from_block(block, np.array([True, True]))
+    for c in range(2):
+        values = block[c].ravel().astype(np.int64)
+        assert stats.total[c] == float(values.sum())
+        assert stats.total_sq[c] == float((values * values).sum())
+        assert stats.saturated[c] == np.count_nonzero(values == top)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    dtype=st.sampled_from([np.uint8, np.uint16]),
+    height=st.integers(1, 40),
+    width=st.integers(1, 40),
+)
+def test_thumbnail_is_the_rounded_block_mean(seed, dtype, height, width):
+    f = THUMBNAIL_FACTOR
+    rng = np.random.default_rng(seed)
+    block = rng.integers(0, np.iinfo(dtype).max, (3, height, width), dtype=dtype, endpoint=True)
+    th, tw = -(-height // f), -(-width // f)
+    padded = np.pad(block, ((0, 0), (0, th * f - height), (0, tw * f - width)), "edge")
+    means = padded.astype(np.float64).reshape(3, th, f, tw, f).mean(axis=(2, 4))
+    expected = np.rint(means).astype(dtype)
+    result = thumbnail(block)
+    assert result.dtype == block.dtype
+    np.testing.assert_array_equal(result, expected)  # exact: integer sums, one rounding
