@@ -38,9 +38,10 @@ def main() -> None:
         batch_size=args.batch_size,
         channels=[*INPUTS, TARGET],
         normalize=True,
+        shuffle=True,  # fields permuted, then samples shuffled within a few fields; seed=0
     )
     print(f"\n{data.n_samples} samples of {data.channels}, {len(data)} batches per epoch")
-    loader = data.loader(num_workers=args.workers, shuffle=True)
+    loader = data.loader(num_workers=args.workers)  # one iteration = one epoch
     model = nn.Sequential(
         nn.Conv2d(len(INPUTS), 16, 3, padding=1),
         nn.ReLU(),
@@ -69,8 +70,15 @@ def main() -> None:
             if step >= args.steps:
                 break
     seconds = time.perf_counter() - (start or time.perf_counter())
+    m = loader.metrics()
     print(
-        f"\ntrained {step} steps on {samples} samples in {seconds:.1f} s: "
+        f"\nloader: {m['batches_per_s']:.1f} batches/s, waited {m['wait_fraction']:.0%} of the "
+        f"time ({m['mean_wait_ms']:.0f} ms/batch, {m['first_wait_s']:.1f} s for the workers to "
+        f"start), {m['bytes'] / 1e6:.1f} MB in {m['requests']:.0f} requests; "
+        f"resume from {loader.state_dict()['epoch']}:{loader.state_dict()['batch']}"
+    )
+    print(
+        f"trained {step} steps on {samples} samples in {seconds:.1f} s: "
         f"{samples / seconds:.1f} samples/s (2 workers, CPU); "
         f"loss {first_loss:.3f} -> {loss_value:.3f}"
     )

@@ -1,40 +1,60 @@
 """``CubeBatchDataset``: batches of plate fields (or patches) as torch tensors.
 
 xbatcher's :class:`~xbatcher.BatchSchema` decides what a sample is (one
-``(well, field)`` with a ``y``/``x`` window from ``input_dims``). Reading does
-not go through xarray or dask: each batch is grouped by field, and each field
-is one zarr read of the chunks it needs (one shard object for a whole field),
-issued concurrently from a thread pool. Stores are opened lazily in each
-process, so the dataset works in ``DataLoader`` workers under fork, forkserver
-and spawn alike.
+``(well, field)`` with a ``y``/``x`` window from ``input_dims``). The order of
+the samples in an epoch, and how the batches are dealt to DDP ranks, are pure
+functions of ``(seed, epoch)`` (:mod:`loaders.order`). Reading does not go
+through xarray or dask: each batch is grouped by field, and each field is one
+:meth:`~loaders.reader.CubeReader.read` of the window covering its samples,
+issued concurrently from a thread pool, and transformed in that thread
+(:mod:`loaders.transforms`). Readers are opened lazily in each process, so the
+dataset works in ``DataLoader`` workers under fork, forkserver and spawn alike.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 import os
-import threading
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import xarray as xr
 import xbatcher
-import zarr
 
 from cubes import conventions as cv
 from cubes import open_cube
 from cubes.errors import SchemaError
-from cubes.store import group_array, zarr_store
+from loaders import order
+from loaders._checks import (
+    check_crop,
+    check_epoch,
+    check_input_dims,
+    check_numbers,
+    distributed,
+    names,
+    select_channels,
+)
+from loaders._local import ProcessLocal
+from loaders.cache import DiskCache
+from loaders.transforms import SampleTransforms, estimate_statistics, pick_fields, require_clahe
+
+if TYPE_CHECKING:
+    from loaders.loader import CubeLoader
 
 __all__ = ["CubeBatchDataset"]
 
 logger = logging.getLogger(__name__)
 
 CubeLike = str | xr.Dataset
+Index = int | tuple[int, int]
 
 
 @dataclass
@@ -49,13 +69,16 @@ class _Cube:
     mean: np.ndarray | None
     std: np.ndarray | None
     data: xr.DataArray | None  # kept only when url is None
+    channel_index: np.ndarray  # positions of the selected channels in this cube
+    stats_fields: list[tuple[str, int]] | None = None  # set when the statistics were estimated
 
 
 class CubeBatchDataset(torch.utils.data.Dataset):
     """Map-style dataset whose items are whole batches of cube samples.
 
-    Use it with ``DataLoader(dataset, batch_size=None, ...)`` (or
-    :meth:`loader`): item ``i`` is batch ``i``, already collated.
+    Use it with :meth:`loader` (or ``DataLoader(dataset, batch_size=None)``):
+    item ``i`` is batch ``i`` of the current epoch, item ``(epoch, i)`` batch
+    ``i`` of ``epoch``, already collated.
 
     Parameters
     ----------
@@ -70,25 +93,54 @@ class CubeBatchDataset(torch.utils.data.Dataset):
     channels
         Channel names to keep, in this order (default: all).
     normalize
-        Standardise each channel with the statistics stored in the cube.
+        Standardise each channel with the statistics stored in the cube; a cube
+        without them gets them estimated from up to 16 of its fields, with a
+        ``UserWarning`` (with ``clahe=True``, always estimated, after CLAHE).
     storage_options
         fsspec options for cube URLs (``endpoint_url``, ``anon`` …).
     threads
         Concurrent field reads per process.
+    shuffle, seed, shuffle_buffer
+        ``shuffle=True`` permutes the fields, then shuffles samples within
+        windows of ``shuffle_buffer`` samples (default ``4 * batch_size``, at
+        least one field's samples, rounded up to whole batches); a pure function
+        of ``(seed, epoch)``. ``False``: the cube order. See :mod:`loaders.order`.
+    rank, world_size, uneven
+        DDP sharding (default: from ``torch.distributed`` when initialised, else
+        0 and 1): rank ``r`` gets every ``world_size``-th batch. ``uneven="pad"``
+        repeats samples from the start of the epoch (``batch["padding"]`` True)
+        so that every rank has as many batches; ``"drop"`` drops the tail.
+    random_crop
+        ``{"y": h, "x": w}``: a random crop of each sample's window, placed by
+        ``(seed, epoch, sample)``; only the crop is read.
+    clahe
+        Contrast-limited adaptive histogram equalisation per channel
+        (needs ``pip install cellcubes[clahe]``).
+    transform
+        ``f(sample) -> sample`` on each ``(C, H, W)`` float32 numpy array, last
+        (order: crop → CLAHE → normalise → ``transform``). Must be picklable to
+        run in spawn/forkserver workers.
+    backend, cache_dir, cache_gb, memory_cache_mb
+        The read path: :class:`~loaders.reader.CubeReader`'s backend, a disk
+        cache (:meth:`~loaders.cache.DiskCache.from_env`: ``CACHE_DIR`` /
+        ``CACHE_GB``) and an in-memory cache of decoded chunks per process
+        (0: none).
 
     Each batch is a dict: ``images`` float32 ``(N, C, H, W)``; ``present`` bool
-    ``(N, C)``; ``well`` (names), ``field`` (site numbers), ``cube`` (position in
-    ``cubes``), and ``y``/``x`` (window origin in pixels), one per sample.
+    ``(N, C)``; ``padding`` bool ``(N,)``; ``well`` (names), ``field`` (site
+    numbers), ``cube`` (position in ``cubes``), ``y``/``x`` (origin of the
+    pixels, after any crop), ``sample`` (index in the dataset) and ``stats``
+    (read counters of this batch, floats).
 
     Notes
     -----
-    Fields with none of the selected channels present are not samples. Each
-    batch carries ``present`` ``(N, C)``: missing images read as the fill value.
+    Fields with none of the selected channels present are not samples. Missing
+    images read as the fill value (``present`` False).
 
     Examples
     --------
-    >>> window = {"y": 256, "x": 256}
-    >>> ds = CubeBatchDataset("s3://bkt/plate.zarr", input_dims=window)  # doctest: +SKIP
+    >>> url, window = "s3://bkt/plate.zarr", {"y": 256, "x": 256}
+    >>> ds = CubeBatchDataset(url, input_dims=window, shuffle=True)  # doctest: +SKIP
     >>> for batch in ds.loader(num_workers=2):  # doctest: +SKIP
     ...     model(batch["images"])
     """
@@ -106,16 +158,36 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         storage_options: dict[str, Any] | None = None,
         threads: int = 16,
         variable: str = cv.IMAGES,
+        shuffle: bool = False,
+        seed: int = 0,
+        shuffle_buffer: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        uneven: str = "pad",
+        random_crop: dict[str, int] | None = None,
+        clahe: bool = False,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        backend: str = "auto",
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_gb: float | None = None,
+        memory_cache_mb: float = 0,
     ) -> None:
-        if batch_size < 1:
-            raise SchemaError(f"batch_size must be at least 1, not {batch_size}.")
+        check_numbers(batch_size, seed, shuffle_buffer, uneven, threads, memory_cache_mb)
+        if backend not in ("auto", "obstore", "fsspec"):
+            raise SchemaError(f"backend={backend!r}: give 'auto', 'obstore' or 'fsspec'.")
         items = [cubes] if isinstance(cubes, str | xr.Dataset) else list(cubes)
         if not items:
             raise SchemaError("CubeBatchDataset needs at least one cube (URL or Dataset).")
-        self.variable = variable
-        self.batch_size = batch_size
-        self.threads = threads
-        self.normalize = normalize
+        if clahe:
+            require_clahe()
+        self.variable, self.batch_size, self.threads = variable, batch_size, threads
+        self.normalize, self.drop_last, self.clahe = normalize, drop_last, clahe
+        self.shuffle, self.seed, self.uneven = shuffle, seed, uneven
+        self.rank, self.world_size = distributed(rank, world_size)
+        self.backend, self.memory_cache_mb = backend, memory_cache_mb
+        self.disk_cache = DiskCache.from_env(cache_dir, cache_gb)
+        self._transforms = SampleTransforms(clahe=clahe, normalize=normalize, user=transform)
+        self._local = ProcessLocal()
         self._cubes: list[_Cube] = []
         samples = []
         for k, item in enumerate(items):
@@ -125,53 +197,55 @@ class CubeBatchDataset(torch.utils.data.Dataset):
                 else open_cube(item, storage_options=storage_options, require_complete=True)
             )
             if k == 0:
-                self.channels, self._channel_index = _select_channels(ds, channels, variable)
-                self.input_dims = _check_input_dims(ds, input_dims, variable)
-            self._cubes.append(self._describe(ds, item))
+                self.channels, _ = select_channels(ds, channels, variable)
+                self.input_dims = check_input_dims(ds, input_dims, variable)
+                self.random_crop = check_crop(random_crop, self.input_dims)
+            # every cube: its own channel positions, and a window that fits
+            _, index = select_channels(ds, self.channels, variable)
+            check_input_dims(ds, self.input_dims, variable)
+            self._cubes.append(self._describe(ds, item, index))
             samples.append(self._samples(k, ds, input_overlap or {}))
-        self._samples_table = np.concatenate(samples)
-        n = len(self._samples_table)
-        if n == 0:
+        table = np.concatenate(samples)
+        self._samples_table = table[np.lexsort(table.T[::-1])]  # cube order: shards contiguous
+        if len(table) == 0:
             raise SchemaError(
-                f"No samples: none of the fields of {_names(items)} has any of the channels "
-                f"{list(self.channels)} present. Check the cubes' 'present' mask and --channels."
+                f"No samples: none of the fields of {names(items)} has any of the channels "
+                f"{list(self.channels)} present. Check the cubes' 'present' mask and channels=."
             )
-        self._n_batches = n // batch_size if drop_last else -(-n // batch_size)
-        if self._n_batches == 0:
-            raise SchemaError(
-                f"{n} samples make no full batch of {batch_size} with drop_last=True; lower "
-                "batch_size or set drop_last=False."
-            )
-        self._local = _ProcessLocal()
+        self._shard_sizes = order.shard_sizes(self._samples_table[:, :3])
+        self.shuffle_buffer = order.effective_buffer(
+            shuffle_buffer, batch_size, int(self._shard_sizes.max())
+        )
+        self._counts = self._check_counts()
+        self.epoch = 0
+        self._orders: dict[tuple[int, bool], np.ndarray] = {}
+        self._loader_ref: Callable[[], CubeLoader | None] | None = None
+        self._pending_state: dict[str, Any] | None = None
+        for k in range(len(self._cubes)):
+            self._complete_statistics(k)
 
     # --- construction -------------------------------------------------------------------
 
-    def _describe(self, ds: xr.Dataset, item: CubeLike) -> _Cube:
+    def _describe(self, ds: xr.Dataset, item: CubeLike, index: np.ndarray) -> _Cube:
         url = item if isinstance(item, str) else ds.encoding.get("source")
         stats = {}
         for name in ("mean", "std"):
             var = ds.get(cv.stat_var(name))
-            stats[name] = None if var is None else np.asarray(var.values)[self._channel_index]
-        if self.normalize and (
-            stats["mean"] is None or np.isnan(stats["mean"]).any() or np.any(stats["std"] == 0)
-        ):
-            raise SchemaError(
-                f"normalize=True needs per-channel statistics, which {url or 'the Dataset'} lacks "
-                f"for some of {list(self.channels)}. Re-ingest it, or pass normalize=False."
-            )
+            stats[name] = None if var is None else np.asarray(var.values, np.float64)[index]
         return _Cube(
             url=url,
             storage_options=dict(ds.encoding.get("storage_options", {})),
             wells=np.array([str(w) for w in ds["well"].values], dtype=object),
             fields=np.asarray(ds["field"].values).astype(np.int64),
             present=(
-                np.asarray(ds[cv.PRESENT].values, dtype=bool)[:, :, self._channel_index]
+                np.asarray(ds[cv.PRESENT].values, dtype=bool)[:, :, index]
                 if cv.PRESENT in ds
                 else None
             ),
             mean=stats["mean"],
             std=stats["std"],
             data=None if url else ds[self.variable],
+            channel_index=index,
         )
 
     def _samples(self, k: int, ds: xr.Dataset, overlap: dict[str, int]) -> np.ndarray:
@@ -194,163 +268,318 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             table = table[any_channel[table[:, 1], table[:, 2]]]
         return table
 
-    # --- torch Dataset ------------------------------------------------------------------
+    def _check_counts(self) -> order.BatchCounts:
+        n, bs = len(self._samples_table), self.batch_size
+        counts = order.batch_counts(
+            n,
+            bs,
+            self.world_size,
+            drop_last=self.drop_last,
+            uneven=self.uneven,  # type: ignore[arg-type]
+        )
+        if counts.per_rank == 0:
+            why = (
+                f"{n} samples make no full batch of {bs} with drop_last=True"
+                if n // bs == 0 and self.drop_last
+                else f"{n} samples in batches of {bs} give fewer batches than the "
+                f"{self.world_size} ranks with uneven='drop'"
+            )
+            raise SchemaError(f"{why}; lower batch_size, set drop_last=False or use uneven='pad'.")
+        return counts
+
+    def _complete_statistics(self, k: int) -> None:
+        """Estimate the statistics a cube lacks (or all of them under CLAHE), if normalising."""
+        cube = self._cubes[k]
+        if not self.normalize:
+            return
+        stored = (
+            cube.mean is not None
+            and cube.std is not None
+            and not np.isnan(cube.mean).any()
+            and not np.isnan(cube.std).any()
+            and bool(np.all(cube.std > 0))
+        )
+        if stored and not self.clahe:
+            return
+        rows = self._samples_table[self._samples_table[:, 0] == k]
+        shards = np.unique(rows[:, 1:3], axis=0)
+        picked = shards[pick_fields(len(shards))]
+        h, w = self._field_size(k)
+        equalise = SampleTransforms(clahe=self.clahe)
+        pool = self._local.pool(self.threads)
+
+        def field(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            wi, fi = int(key[0]), int(key[1])
+            pixels = self._read((k, wi, fi), slice(0, h), slice(0, w)).astype(np.float32)
+            present = (
+                np.ones(len(self.channels), bool) if cube.present is None else cube.present[wi, fi]
+            )
+            return equalise(pixels, None, None), present
+
+        def fields() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for i in range(0, len(picked), 4):  # 4 fields at a time: bounded memory
+                yield from pool.map(field, picked[i : i + 4])
+
+        cube.mean, cube.std = estimate_statistics(fields())
+        cube.stats_fields = [(str(cube.wells[wi]), int(cube.fields[fi])) for wi, fi in picked]
+        where = cube.url or "the in-memory Dataset"
+        if self.clahe:
+            logger.info(
+                "Normalising after CLAHE with statistics of %d fields of %s",
+                len(picked),
+                where,
+            )
+            return
+        warnings.warn(
+            f"{where} stores no usable per-channel statistics for {list(self.channels)}; "
+            f"normalising with the mean and std of {len(picked)} of its fields instead. "
+            "Re-ingest the cube to store them.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    def _field_size(self, k: int) -> tuple[int, int]:
+        cube = self._cubes[k]
+        if cube.data is not None:
+            return int(cube.data.sizes["y"]), int(cube.data.sizes["x"])
+        shape = self._local.reader(self, k).shape
+        return int(shape[-2]), int(shape[-1])
+
+    # --- order --------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return self._n_batches
+        """Batches per epoch on this rank."""
+        return self._counts.per_rank
 
     @property
     def n_samples(self) -> int:
-        """Samples per epoch (before ``drop_last``)."""
+        """Samples per epoch over all ranks (before ``drop_last`` and padding)."""
         return len(self._samples_table)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -self._n_batches <= index < self._n_batches:
-            raise IndexError(f"batch {index} out of range for {self._n_batches} batches")
-        index %= self._n_batches
-        rows = self._samples_table[index * self.batch_size : (index + 1) * self.batch_size]
-        h, w = self.input_dims["y"], self.input_dims["x"]
-        out = np.empty((len(rows), len(self._channel_index), h, w), dtype=np.float32)
-        present = np.ones((len(rows), len(self._channel_index)), dtype=bool)
+    @property
+    def statistics(self) -> list[dict[str, Any]]:
+        """Per cube: ``mean``, ``std`` (per selected channel) and ``fields``.
+
+        ``fields`` lists the ``(well, field)`` the statistics were estimated
+        from, or is ``None`` when they come from the cube.
+        """
+        return [{"mean": c.mean, "std": c.std, "fields": c.stats_fields} for c in self._cubes]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make plain-int indices refer to ``epoch`` (in this process).
+
+        Workers hold copies: with persistent workers, index with ``(epoch, i)``
+        (as :meth:`loader` does) instead of relying on this.
+        """
+        self.epoch = check_epoch(epoch)
+
+    def sample_order(self, epoch: int | None = None) -> np.ndarray:
+        """Sample indices of ``epoch`` (default the current one), in the order consumed."""
+        epoch = self.epoch if epoch is None else check_epoch(epoch)
+        key = (epoch, self.shuffle)
+        cached = self._orders.get(key)
+        if cached is None:
+            cached = order.epoch_order(
+                self._shard_sizes,
+                seed=self.seed,
+                epoch=epoch,
+                shuffle=self.shuffle,
+                buffer=self.shuffle_buffer,
+            )
+            self._orders = {k: v for k, v in self._orders.items() if k[0] >= epoch - 1}
+            self._orders[key] = cached
+        return cached
+
+    def _batch_samples(self, index: Index) -> tuple[int, np.ndarray, np.ndarray]:
+        epoch, i = (self.epoch, index) if isinstance(index, int | np.integer) else index
+        n = self._counts.per_rank
+        if not -n <= int(i) < n:
+            raise IndexError(f"batch {i} out of range for {n} batches per epoch")
+        samples, padding = order.rank_batch(
+            self.sample_order(int(epoch)),
+            int(i) % n,
+            batch_size=self.batch_size,
+            rank=self.rank,
+            world_size=self.world_size,
+            counts=self._counts,
+        )
+        return int(epoch), samples, padding
+
+    # --- torch Dataset ------------------------------------------------------------------
+
+    def __getitem__(self, index: Index) -> dict[str, Any]:
+        start = time.perf_counter()
+        epoch, samples, padding = self._batch_samples(index)
+        rows = self._samples_table[samples]
+        origin = rows[:, 3:5].copy()
+        size = self.input_dims
+        if self.random_crop is not None:
+            size = self.random_crop
+            origin += order.crop_offsets(
+                len(self._samples_table),
+                seed=self.seed,
+                epoch=epoch,
+                span_y=self.input_dims["y"] - size["y"],
+                span_x=self.input_dims["x"] - size["x"],
+            )[samples]
+        before = self._local.stats.snapshot()
+        images, present = self._read_batch(rows, origin, size["y"], size["x"])
+        stats = {k: v - before.get(k, 0.0) for k, v in self._local.stats.snapshot().items()}
+        stats["batch_seconds"] = time.perf_counter() - start
+        return {
+            "images": torch.from_numpy(images),
+            "present": torch.from_numpy(present),
+            "padding": torch.from_numpy(padding),
+            "well": [str(self._cubes[int(k)].wells[wi]) for k, wi in rows[:, :2]],
+            "field": torch.tensor(
+                [int(self._cubes[int(k)].fields[fi]) for k, fi in rows[:, [0, 2]]],
+                dtype=torch.int64,
+            ),
+            "cube": torch.from_numpy(rows[:, 0].copy()),
+            "y": torch.from_numpy(origin[:, 0].copy()),
+            "x": torch.from_numpy(origin[:, 1].copy()),
+            "sample": torch.from_numpy(samples.astype(np.int64)),
+            "stats": stats,
+        }
+
+    def _read_batch(
+        self, rows: np.ndarray, origin: np.ndarray, h: int, w: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels ``(N, C, h, w)`` float32 and ``present`` ``(N, C)``; one read per field.
+
+        Without a user transform every sample has the batch's shape, so the reader
+        threads cast straight into one preallocated batch (no per-sample copies, no
+        stack); a user transform may change shapes, so its samples are stacked.
+        """
+        direct = self._transforms.user is None
+        out: list[np.ndarray | None] = [None] * len(rows)
+        batch = np.empty((len(rows), len(self.channels), h, w), np.float32) if direct else None
+        present = np.ones((len(rows), len(self.channels)), dtype=bool)
         groups: dict[tuple[int, int, int], list[int]] = {}
-        for i, (k, wi, fi, _, _) in enumerate(rows):
-            groups.setdefault((int(k), int(wi), int(fi)), []).append(i)
+        for i, (k, wi, fi) in enumerate(rows[:, :3].tolist()):
+            groups.setdefault((k, wi, fi), []).append(i)
 
         def fill(key: tuple[int, int, int]) -> None:
             members = groups[key]
-            ys, xs = rows[members, 3], rows[members, 4]
+            ys, xs = origin[members, 0], origin[members, 1]
             y0, x0 = int(ys.min()), int(xs.min())
             region = self._read(key, slice(y0, int(ys.max()) + h), slice(x0, int(xs.max()) + w))
             cube = self._cubes[key[0]]
-            for i, y, x in zip(members, ys, xs, strict=True):
-                out[i] = region[:, y - y0 : y - y0 + h, x - x0 : x - x0 + w]
-                if self.normalize:  # in the reader thread, not after the batch
-                    out[i] -= cube.mean[:, None, None]  # type: ignore[index]
-                    out[i] /= cube.std[:, None, None]  # type: ignore[index]
+            for i, y, x in zip(members, ys.tolist(), xs.tolist(), strict=True):
+                window = region[:, y - y0 : y - y0 + h, x - x0 : x - x0 + w]
+                if batch is None:
+                    out[i] = self._transforms(window.astype(np.float32), cube.mean, cube.std)
+                else:
+                    view = batch[i]
+                    np.copyto(view, window, casting="unsafe")  # uint16 -> float32, in place
+                    result = self._transforms(view, cube.mean, cube.std)
+                    if not np.shares_memory(result, view):  # CLAHE makes a new array
+                        view[...] = result
             if cube.present is not None:
                 present[members] = cube.present[key[1], key[2]]
 
         list(self._local.pool(self.threads).map(fill, groups))
-        return {
-            "images": torch.from_numpy(out),
-            "present": torch.from_numpy(present),
-            "well": [str(self._cubes[int(k)].wells[wi]) for k, wi in rows[:, :2]],
-            "field": torch.tensor(
-                [int(self._cubes[int(k)].fields[fi]) for k, fi in rows[:, [0, 2]]]
-            ),
-            "cube": torch.from_numpy(rows[:, 0].copy()),
-            "y": torch.from_numpy(rows[:, 3].copy()),
-            "x": torch.from_numpy(rows[:, 4].copy()),
-        }
+        return (_stack(out) if batch is None else batch), present
 
     def _read(self, key: tuple[int, int, int], ys: slice, xs: slice) -> np.ndarray:
         """Pixels ``(channel, y, x)`` of one field's window, as stored."""
         k, wi, fi = key
         cube = self._cubes[k]
         if cube.data is not None:
-            sel = cube.data[wi, fi][self._channel_index, ys, xs]
-            return np.asarray(sel.values)
-        array = self._local.array(self, k)
-        return np.asarray(array.oindex[wi, fi, self._channel_index, ys, xs])
+            return np.asarray(cube.data[wi, fi][cube.channel_index, ys, xs].values)
+        return self._local.reader(self, k).read(wi, fi, cube.channel_index, ys, xs)
 
-    # --- workers ------------------------------------------------------------------------
+    # --- loaders and resume -------------------------------------------------------------
 
-    def loader(self, *, num_workers: int = 2, shuffle: bool = False, **kwargs: Any) -> Any:
-        """A ``torch.utils.data.DataLoader`` over the batches, set up for this dataset.
+    def fingerprint(self) -> str:
+        """Identifies the samples (cubes, variable, channels, windows): the same → same hash."""
+        digest = hashlib.sha256(self._samples_table.tobytes())
+        for part in (
+            [c.url or "<memory>" for c in self._cubes],
+            self.variable,
+            self.channels,
+            self.input_dims,
+        ):
+            digest.update(repr(part).encode())
+        return digest.hexdigest()[:16]
 
-        Workers start with forkserver (no inherited event loops or thread pools),
-        stay alive between epochs, and pin memory when CUDA is available.
-        ``kwargs`` override these defaults.
+    def with_options(self, **changes: Any) -> CubeBatchDataset:
+        """A copy with other ``shuffle`` / ``seed`` (sharing the cubes' metadata)."""
+        unknown = sorted(set(changes) - {"shuffle", "seed"})
+        if unknown:
+            raise TypeError(f"with_options() takes shuffle= and seed= only, not {unknown}")
+        if "seed" in changes:
+            check_numbers(self.batch_size, changes["seed"], None, self.uneven, 1, 0)
+        new = copy.copy(self)
+        new.__dict__.update(changes)
+        new._orders, new._loader_ref, new._pending_state = {}, None, None
+        new._local = ProcessLocal()
+        return new
+
+    def loader(
+        self,
+        *,
+        num_workers: int = 0,
+        shuffle: bool | None = None,
+        seed: int | None = None,
+        **options: Any,
+    ) -> CubeLoader:
+        """A :class:`~loaders.loader.CubeLoader` over this dataset's batches.
+
+        ``shuffle`` / ``seed`` override the dataset's (on a copy). ``options``
+        go to :class:`~loaders.loader.CubeLoader`: ``prefetch``, ``pin_memory``,
+        ``device``, ``multiprocessing_context`` (default forkserver),
+        ``persistent_workers`` (default True), ``log_every``, and any other
+        ``DataLoader`` keyword.
         """
-        options: dict[str, Any] = {
-            "batch_size": None,
-            "shuffle": shuffle,
-            "num_workers": num_workers,
-            "pin_memory": torch.cuda.is_available(),
+        from loaders.loader import CubeLoader
+
+        changes = {
+            k: v
+            for k, v in {"shuffle": shuffle, "seed": seed}.items()
+            if v is not None and v != getattr(self, k)
         }
-        if num_workers > 0:
-            options.update(multiprocessing_context="forkserver", persistent_workers=True)
-        options.update(kwargs)
-        return torch.utils.data.DataLoader(self, **options)
+        data = self.with_options(**changes) if changes else self
+        loader = CubeLoader(data, num_workers=num_workers, **options)
+        if self._pending_state is not None:
+            loader.load_state_dict(self._pending_state)  # raises if it does not fit
+            self._pending_state = None
+        self._loader_ref = weakref.ref(loader)
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position of the last :meth:`loader` (epoch, next batch, and what must match)."""
+        loader = self._loader_ref() if self._loader_ref else None
+        if loader is not None:
+            return loader.state_dict()
+        from loaders.loader import position_state
+
+        return position_state(self, self.epoch, 0)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume the last :meth:`loader` there, or else the next one made.
+
+        The state is checked against that loader's dataset (which
+        ``loader(shuffle=..., seed=...)`` may change), so a mismatch is raised
+        here when a loader exists, else by :meth:`loader`.
+        """
+        loader = self._loader_ref() if self._loader_ref else None
+        if loader is not None:
+            loader.load_state_dict(state)
+            return
+        self._pending_state = dict(state)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_orders={}, _loader_ref=None, _pending_state=None)
+        return state
 
 
-class _ProcessLocal:
-    """Open arrays and the thread pool of one process; rebuilt after fork/pickle."""
-
-    def __init__(self) -> None:
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._arrays: dict[int, zarr.Array] = {}
-        self._pool: ThreadPoolExecutor | None = None
-
-    def __reduce__(self) -> tuple[type, tuple[()]]:
-        return (_ProcessLocal, ())  # a worker starts with nothing open
-
-    def _check_pid(self) -> None:
-        if self._pid != os.getpid():  # forked: nothing of the parent's is usable
-            self.__init__()  # type: ignore[misc]
-
-    def pool(self, threads: int) -> ThreadPoolExecutor:
-        self._check_pid()
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(threads, thread_name_prefix="cube-read")
-            return self._pool
-
-    def array(self, ds: CubeBatchDataset, k: int) -> zarr.Array:
-        self._check_pid()
-        with self._lock:
-            if k not in self._arrays:
-                cube = ds._cubes[k]
-                store = zarr_store(cube.url or "", cube.storage_options, read_only=True)
-                group = zarr.open_group(store, mode="r", zarr_format=3)
-                self._arrays[k] = group_array(group, ds.variable)
-            return self._arrays[k]
-
-
-def _select_channels(
-    ds: xr.Dataset, channels: Sequence[str] | None, variable: str
-) -> tuple[tuple[str, ...], np.ndarray]:
-    if variable not in ds:
-        raise SchemaError(f"The Dataset has no variable '{variable}'; it has {list(ds.data_vars)}.")
-    missing = [d for d in cv.PLATE_DIMS if d not in ds[variable].dims]
-    if missing:
+def _stack(samples: list[np.ndarray | None]) -> np.ndarray:
+    shapes = {None if s is None else s.shape for s in samples}
+    if len(shapes) != 1:
         raise SchemaError(
-            f"'{variable}' has dims {ds[variable].dims}; a plate cube has {cv.PLATE_DIMS} "
-            f"(missing {missing})."
+            f"The samples of a batch have different shapes {sorted(map(str, shapes))}; the "
+            "transform= must return arrays of one shape (and dtype) for every sample."
         )
-    names = [str(c) for c in np.asarray(ds["channel"].values)]
-    if channels is None:
-        return tuple(names), np.arange(len(names))
-    unknown = [c for c in channels if c not in names]
-    if unknown or not channels:
-        raise SchemaError(
-            f"channels={list(channels)}: unknown or empty selection; the cube has {names}."
-        )
-    return tuple(channels), np.array([names.index(c) for c in channels])
-
-
-def _check_input_dims(
-    ds: xr.Dataset, input_dims: dict[str, int] | None, variable: str
-) -> dict[str, int]:
-    sizes = {str(d): int(s) for d, s in ds[variable].sizes.items()}
-    dims = dict(input_dims or {})
-    unknown = [d for d in dims if d not in ("y", "x")]
-    if unknown:
-        raise SchemaError(
-            f"input_dims has {unknown}; a sample window is along 'y' and 'x' only (each sample "
-            "is one well and field, with the selected channels)."
-        )
-    dims.setdefault("y", sizes["y"])
-    dims.setdefault("x", sizes["x"])
-    for dim, size in dims.items():
-        if not 1 <= size <= sizes[dim]:
-            raise SchemaError(
-                f"input_dims['{dim}'] = {size}, but the cube's '{dim}' has {sizes[dim]} pixels; "
-                f"give a window of 1 to {sizes[dim]}."
-            )
-    return {"y": dims["y"], "x": dims["x"]}
-
-
-def _names(items: list[CubeLike]) -> str:
-    return ", ".join(i if isinstance(i, str) else "<Dataset>" for i in items)
+    return np.stack(samples).astype(np.float32, copy=False)  # type: ignore[arg-type]

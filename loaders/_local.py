@@ -1,0 +1,60 @@
+"""What each process opens for itself: readers, caches, counters, a thread pool."""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from loaders.cache import MemoryCache
+from loaders.reader import CubeReader, ReadStats
+
+if TYPE_CHECKING:
+    from loaders.dataset import CubeBatchDataset
+
+__all__ = ["ProcessLocal"]
+
+
+class ProcessLocal:
+    """Readers, caches, counters and the thread pool of one process; rebuilt after fork/pickle."""
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._readers: dict[int, CubeReader] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._memory: MemoryCache | None = None
+        self.stats = ReadStats()
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (ProcessLocal, ())  # a worker starts with nothing open
+
+    def _check_pid(self) -> None:
+        if self._pid != os.getpid():  # forked: nothing of the parent's is usable
+            self.__init__()  # type: ignore[misc]
+
+    def pool(self, threads: int) -> ThreadPoolExecutor:
+        self._check_pid()
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(threads, thread_name_prefix="cube-read")
+            return self._pool
+
+    def reader(self, ds: CubeBatchDataset, k: int) -> CubeReader:
+        self._check_pid()
+        with self._lock:
+            if k not in self._readers:
+                if self._memory is None and ds.memory_cache_mb > 0:
+                    self._memory = MemoryCache(int(ds.memory_cache_mb * 2**20))
+                cube = ds._cubes[k]
+                self._readers[k] = CubeReader(
+                    cube.url or "",
+                    cube.storage_options,
+                    ds.variable,
+                    backend=ds.backend,
+                    disk_cache=ds.disk_cache,
+                    memory_cache=self._memory,
+                    stats=self.stats,
+                )
+            return self._readers[k]

@@ -1,0 +1,934 @@
+"""Chunk-aligned reads of a cube array at storage speed: :class:`CubeReader`.
+
+A read names a window ``(well, field, channels, y, x)``. The reader maps it to
+the inner chunks it touches, takes what it can from the caches, and reads the
+rest with as few requests as the layout allows:
+
+- most of a shard's chunks needed (:data:`WHOLE_SHARD_FRACTION`): one GET of the
+  whole shard object, whose index is parsed from its tail;
+- a few chunks (a channel subset, a small window): the shard index (one suffix
+  range request, then kept in a small per-reader dict), then one ranged GET per
+  run of needed chunks (runs closer than ``coalesce_bytes`` merged), concurrently;
+- unsharded arrays: one GET per chunk object, concurrently.
+
+A read that spans several objects fetches them concurrently (:data:`IO_THREADS`).
+
+Each chunk is decoded once (Blosc, Zstd and gzip release the GIL, so the
+callers' threads decode in parallel) and the window is sliced from it. Missing
+objects and empty index entries read as the fill value. Layouts and codecs not
+decoded here are read through zarr (``array.oindex``), said in a debug log.
+
+Storage is reached through obstore or fsspec: see :data:`DEFAULT_BACKEND` and
+:data:`BACKEND_ENV`. In :class:`ReadStats`, ``requests`` counts requests sent to
+storage (each coalesced range is one); opening the array's metadata is not counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+import numpy as np
+
+from cubes.errors import SchemaError, SourceNotFoundError, StorageError
+from cubes.store import filesystem, is_local, resolve_storage_options, storage_errors, zarr_store
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig, RetryConfig, S3Config
+
+    from loaders.cache import DiskCache, MemoryCache
+
+__all__ = ["BACKEND_ENV", "DEFAULT_BACKEND", "CubeReader", "ReadStats"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BACKEND = "obstore"
+"""What ``backend="auto"`` uses where it can (decided by the loader benchmark)."""
+BACKEND_ENV = "CELLCUBES_READ_BACKEND"
+"""Environment variable that overrides ``backend="auto"``: ``obstore``, ``fsspec`` or ``auto``."""
+COALESCE_BYTES = 256 * 1024
+"""Needed byte ranges of one object closer than this are read as one request."""
+WHOLE_SHARD_FRACTION = 0.5
+"""Read the whole shard in one GET when at least this fraction of its chunks is needed."""
+INDEX_ENTRIES = 4096
+"""Shard indexes kept per reader (a plate's index of 8 chunks is 132 bytes)."""
+IO_THREADS = 8
+"""Objects fetched concurrently by one read that spans several objects."""
+
+STAT_KEYS = (
+    "bytes",
+    "requests",
+    "disk_hits",
+    "disk_misses",
+    "memory_hits",
+    "memory_misses",
+    "read_seconds",
+    "decode_seconds",
+)
+_EMPTY = np.uint64(2**64 - 1)
+_MISSING = np.empty(0, dtype=np.uint64)  # index of a shard object that does not exist
+# Options that obstore's S3Store gets another way, or that only tune fsspec's caches.
+_IGNORED = {
+    "skip_instance_cache",
+    "use_listings_cache",
+    "listings_expiry_time",
+    "max_paths",
+    "default_block_size",
+    "default_fill_cache",
+    "default_cache_type",
+}
+# The process whose requests started obstore's runtime: a child forked from it cannot use
+# obstore (tokio's threads do not survive fork; requests would hang), so it reads with fsspec.
+_OBSTORE_PID: list[int | None] = [None]
+_MAPPED = {"endpoint_url", "key", "secret", "token", "anon", "profile", "requester_pays"}
+_MAPPED_CLIENT = {"region_name", "endpoint_url"}
+_MAPPED_CONFIG = {"connect_timeout", "read_timeout", "retries"}
+
+Buffer = Any  # bytes, memoryview or obstore.Bytes: anything with the buffer protocol
+Index = np.ndarray  # (*chunks_per_shard, 2) uint64 offsets and lengths; _MISSING: no object
+Sel = slice | np.ndarray
+
+
+class ReadStats:
+    """Thread-safe counters of one reader (or several sharing it).
+
+    Keys: ``bytes`` and ``requests`` (what went to storage), ``disk_hits``,
+    ``disk_misses``, ``memory_hits``, ``memory_misses``, ``read_seconds`` (wall
+    time waiting on storage, per read call) and ``decode_seconds``. Unpickles as
+    fresh counters.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(STAT_KEYS, 0.0)
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (ReadStats, ())
+
+    def add(self, **counts: float) -> None:
+        """Add to the named counters (unknown names start new counters)."""
+        with self._lock:
+            for name, value in counts.items():
+                self._counts[name] = self._counts.get(name, 0.0) + value
+
+    def snapshot(self) -> dict[str, float]:
+        """The counters now."""
+        with self._lock:
+            return dict(self._counts)
+
+    def reset(self) -> dict[str, float]:
+        """The counters now, which then restart from zero."""
+        with self._lock:
+            snapshot = dict(self._counts)
+            self._counts = dict.fromkeys(self._counts, 0.0)
+            return snapshot
+
+
+class CubeReader:
+    """Reads windows of one cube's plate array; thread-safe; one per cube per process.
+
+    Parameters
+    ----------
+    url
+        The cube (a Zarr v3 group): local path, ``file://`` or ``s3://`` URL.
+    storage_options
+        fsspec-style options (``endpoint_url``, ``anon``, ``key``/``secret`` …),
+        completed by :func:`cubes.store.resolve_storage_options`.
+    variable
+        The array to read.
+    backend
+        ``"obstore"``, ``"fsspec"`` or ``"auto"``: ``$CELLCUBES_READ_BACKEND`` if
+        set, else :data:`DEFAULT_BACKEND` where it can serve the URL and options,
+        else fsspec.
+    disk_cache, memory_cache
+        Optional caches of raw bytes and of decoded chunks.
+    stats
+        Counters to add to (default: a new :class:`ReadStats`, as ``.stats``).
+
+    Attributes
+    ----------
+    shape, dtype, fill_value
+        Of the array. ``backend`` names the backend in use.
+
+    Raises
+    ------
+    SourceNotFoundError
+        No array ``variable`` at ``url``.
+    SchemaError
+        An unknown backend, or options that the requested backend cannot use.
+
+    Examples
+    --------
+    >>> reader = CubeReader("s3://bkt/plate.zarr")  # doctest: +SKIP
+    >>> reader.read(0, 1, np.array([0, 4]), slice(0, 256), slice(0, 256)).shape  # doctest: +SKIP
+    (2, 256, 256)
+    """
+
+    coalesce_bytes = COALESCE_BYTES
+    whole_shard_fraction = WHOLE_SHARD_FRACTION
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: dict[str, Any] | None = None,
+        variable: str = "images",
+        *,
+        backend: str = "auto",
+        disk_cache: DiskCache | None = None,
+        memory_cache: MemoryCache | None = None,
+        stats: ReadStats | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.variable = variable.strip("/")
+        self._options = resolve_storage_options(self.url, storage_options)
+        self.backend = _choose_backend(self.url, self._options, backend)
+        self._storage: _Storage = (
+            _ObstoreStorage(self.url, self._options)
+            if self.backend == "obstore"
+            else _FsspecStorage(self.url, self._options)
+        )
+        self.disk_cache, self.memory_cache = disk_cache, memory_cache
+        self.stats = stats if stats is not None else ReadStats()
+        self._lock = threading.Lock()
+        self._indexes: OrderedDict[str, Index] = OrderedDict()
+        self._pool: ThreadPoolExecutor | None = None
+        self._zarr_array: Any = None
+        meta = self._open_metadata()
+        if meta is None:  # not Zarr v3: zarr reads it
+            self._layout, reason = None, "not a Zarr v3 array"
+            array = self._zarr()
+            self.shape, self.dtype = tuple(array.shape), np.dtype(array.dtype)
+            fill = array.fill_value
+        else:
+            self._layout, reason = _Layout.build(meta)
+            self.shape, self.dtype = tuple(int(n) for n in meta.shape), _native_dtype(meta)
+            fill = meta.fill_value
+        self.fill_value = np.asarray(fill, dtype=self.dtype)[()]
+        if self._layout is None:
+            logger.debug("Reading %s/%s through zarr: %s", self.url, self.variable, reason)
+        logger.debug("CubeReader(%s/%s): backend %s", self.url, self.variable, self.backend)
+
+    def __repr__(self) -> str:
+        return f"CubeReader({self.url!r}, variable={self.variable!r}, backend={self.backend!r})"
+
+    # --- public reads -------------------------------------------------------------------
+
+    def read(self, well: int, field: int, channels: np.ndarray, ys: slice, xs: slice) -> np.ndarray:
+        """Pixels ``(len(channels), y, x)`` of one field's window, in the stored dtype.
+
+        ``channels`` are positions along the channel dim, in any order, repeats allowed.
+        """
+        if len(self.shape) != 5:
+            raise SchemaError(
+                f"{self.url}/{self.variable} has {len(self.shape)} dims; read() needs "
+                "(well, field, channel, y, x). Use read_orthogonal() for other arrays."
+            )
+        return self.read_orthogonal((well, field, np.asarray(channels), ys, xs))
+
+    def read_orthogonal(self, selection: Sequence[Any]) -> np.ndarray:
+        """The array's orthogonal selection, as ``array.oindex[selection]`` would give it.
+
+        One item per dim: an int (the dim is dropped), a slice, or integer positions.
+        """
+        dims = _normalize(selection, self.shape, f"{self.url}/{self.variable}")
+        if self._layout is None:
+            return self._read_with_zarr(dims)
+        out = np.empty([len(idx) for idx, _ in dims], dtype=self.dtype)
+        pieces = [_piece(parts) for parts in itertools.product(*self._dim_parts(dims))]
+        todo = self._from_memory(out, pieces)
+        if todo:
+            start = time.perf_counter()
+            with storage_errors(self.url, self._options):
+                raw = self._fetch(todo)
+            fetched = time.perf_counter()
+            for coords, out_sel, local in todo:
+                buf = raw[coords]
+                if buf is None:
+                    _fill(out, out_sel, self.fill_value)
+                    continue
+                chunk = self._layout.decode(buf, f"{self.url}/{self.variable} chunk {coords}")
+                if self.memory_cache is not None:
+                    self.memory_cache.put(self._memory_key(coords), chunk)
+                _assign(out, out_sel, chunk, local)
+            self.stats.add(
+                read_seconds=fetched - start, decode_seconds=time.perf_counter() - fetched
+            )
+        return out[tuple(0 if squeeze else slice(None) for _, squeeze in dims)]
+
+    # --- planning -----------------------------------------------------------------------
+
+    @property
+    def _fast(self) -> _Layout:
+        """The layout; the fast path runs only when there is one."""
+        return cast(_Layout, self._layout)
+
+    def _dim_parts(self, dims: list[tuple[np.ndarray, bool]]) -> list[list[tuple[int, Sel, Sel]]]:
+        return [_dim_parts(idx, n) for (idx, _), n in zip(dims, self._fast.chunks, strict=True)]
+
+    def _memory_key(self, coords: tuple[int, ...]) -> tuple[str, str, tuple[int, ...]]:
+        return (self.url, self.variable, coords)
+
+    def _from_memory(self, out: np.ndarray, pieces: list[_Piece]) -> list[_Piece]:
+        if self.memory_cache is None:
+            return pieces
+        todo = []
+        for piece in pieces:
+            chunk = self.memory_cache.get(self._memory_key(piece[0]))
+            if chunk is None:
+                todo.append(piece)
+            else:
+                _assign(out, piece[1], chunk, piece[2])
+        self.stats.add(memory_hits=len(pieces) - len(todo), memory_misses=len(todo))
+        return todo
+
+    def _fetch(self, todo: list[_Piece]) -> dict[tuple[int, ...], Buffer | None]:
+        """Raw bytes of each piece's chunk (``None``: fill), one job per storage object."""
+        layout = self._fast
+        jobs: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+        for coords, _, _ in todo:
+            jobs.setdefault(layout.object_of(coords), []).append(coords)
+        fetch = self._fetch_shard if layout.sharded else self._fetch_chunk
+        if len(jobs) == 1:
+            results = [fetch(*next(iter(jobs.items())))]
+        else:
+            results = list(self._executor().map(lambda job: fetch(*job), jobs.items()))
+        return {k: v for result in results for k, v in result.items()}
+
+    def _fetch_chunk(
+        self, obj: tuple[int, ...], wanted: list[tuple[int, ...]]
+    ) -> dict[tuple[int, ...], Buffer | None]:
+        key = self._key(obj)
+        data = self._disk_get(key, None)
+        if data is None:
+            data = self._get(key)
+            if data is not None:
+                self._disk_put(key, None, data)
+        return dict.fromkeys(wanted, data)
+
+    def _fetch_shard(
+        self, obj: tuple[int, ...], wanted: list[tuple[int, ...]]
+    ) -> dict[tuple[int, ...], Buffer | None]:
+        """Most of a shard: the whole object, one GET. A few chunks: index, then ranges."""
+        layout = self._fast
+        key = self._key(obj)
+        with self._lock:
+            if self._indexes.get(key) is _MISSING:
+                return dict.fromkeys(wanted)
+        most = len(wanted) >= self.whole_shard_fraction * layout.chunks_per_shard_count
+        whole = self._disk_get(key, None, count_miss=most)
+        if whole is None and most:
+            whole = self._get(key)
+            if whole is None:
+                self._remember(key, _MISSING)
+                return dict.fromkeys(wanted)
+            self._disk_put(key, None, whole)
+        if whole is not None:  # a whole shard cached earlier serves subsets too
+            index = self._remember(key, layout.index_of_shard(whole, self._where(key)))
+            view = memoryview(whole)
+            return {
+                c: None if (r := _entry(index, layout.local(c))) is None else view[r[0] : r[1]]
+                for c in wanted
+            }
+        known = self._known_index(key)
+        index = known if known is not None else self._fetch_index(key)
+        if index is _MISSING:
+            return dict.fromkeys(wanted)
+        return self._fetch_ranges(key, {c: _entry(index, layout.local(c)) for c in wanted})
+
+    def _fetch_ranges(
+        self, key: str, ranges: dict[tuple[int, ...], tuple[int, int] | None]
+    ) -> dict[tuple[int, ...], Buffer | None]:
+        out: dict[tuple[int, ...], Buffer | None] = {}
+        need: dict[tuple[int, ...], tuple[int, int]] = {}
+        for coords, byte_range in ranges.items():
+            cached = None if byte_range is None else self._disk_get(key, byte_range)
+            out[coords] = cached
+            if byte_range is not None and cached is None:
+                need[coords] = byte_range
+        if not need:
+            return out
+        spans = _coalesce(sorted(set(need.values())), self.coalesce_bytes)
+        bufs = self._get_ranges(key, spans)
+        if bufs is None:  # the object went away after its index was read
+            return dict.fromkeys(ranges)
+        for coords, (start, end) in need.items():
+            k = next(i for i, (s, e) in enumerate(spans) if s <= start and end <= e)
+            out[coords] = memoryview(bufs[k])[start - spans[k][0] : end - spans[k][0]]
+            self._disk_put(key, (start, end), out[coords])
+        return out
+
+    # --- shard indexes ------------------------------------------------------------------
+
+    def _known_index(self, key: str) -> Index | None:
+        with self._lock:
+            index = self._indexes.get(key)
+            if index is not None:
+                self._indexes.move_to_end(key)
+                return index
+        layout = self._fast
+        data = self._disk_get(key, layout.index_range, count_miss=False)
+        if data is None:
+            return None
+        return self._remember(key, layout.parse_index(data, self._where(key)))
+
+    def _fetch_index(self, key: str) -> Index:
+        layout = self._fast
+        data = self._get(key, layout.index_range)
+        self.stats.add(disk_misses=int(self.disk_cache is not None))
+        if data is None:
+            return self._remember(key, _MISSING)
+        self._disk_put(key, layout.index_range, data)
+        return self._remember(key, layout.parse_index(data, self._where(key)))
+
+    def _remember(self, key: str, index: Index) -> Index:
+        with self._lock:
+            self._indexes[key] = index
+            while len(self._indexes) > INDEX_ENTRIES:
+                self._indexes.popitem(last=False)
+        return index
+
+    # --- storage and disk cache ---------------------------------------------------------
+
+    def _key(self, obj: tuple[int, ...]) -> str:
+        return f"{self.variable}/{self._fast.encode_key(obj)}"
+
+    def _where(self, key: str) -> str:
+        return f"{self.url}/{key}"
+
+    def _get(self, key: str, byte_range: tuple[int, int | None] | None = None) -> Buffer | None:
+        data = self._storage.get(key, byte_range)
+        self.stats.add(requests=1, bytes=0 if data is None else memoryview(data).nbytes)
+        return data
+
+    def _get_ranges(self, key: str, spans: list[tuple[int, int]]) -> list[Buffer] | None:
+        bufs = self._storage.get_ranges(key, spans)
+        size = 0 if bufs is None else sum(memoryview(b).nbytes for b in bufs)
+        self.stats.add(requests=len(spans), bytes=size)
+        return bufs
+
+    def _disk_get(
+        self, key: str, byte_range: tuple[int, int | None] | None, *, count_miss: bool = True
+    ) -> Buffer | None:
+        if self.disk_cache is None:
+            return None
+        data = self.disk_cache.get(self.url, key, byte_range)
+        if data is not None:
+            self.stats.add(disk_hits=1)
+        elif count_miss:
+            self.stats.add(disk_misses=1)
+        return data
+
+    def _disk_put(self, key: str, byte_range: tuple[int, int | None] | None, data: Buffer) -> None:
+        if self.disk_cache is not None:
+            self.disk_cache.put(self.url, key, byte_range, data)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="cube-io")
+            return self._pool
+
+    # --- metadata and the zarr fallback -------------------------------------------------
+
+    def _open_metadata(self) -> Any:
+        """The array's v3 metadata, or None for a v2 array (read through zarr)."""
+        from zarr.core.metadata.v3 import ArrayV3Metadata
+
+        key = f"{self.variable}/zarr.json"
+        with storage_errors(self.url, self._options):
+            raw = self._storage.get(key, None)
+        if raw is None:
+            return None
+        document = json.loads(bytes(raw))
+        if document.get("node_type") != "array":
+            raise SourceNotFoundError(
+                f"{self.url}/{self.variable} is a Zarr {document.get('node_type')}, not an "
+                "array. Check the variable name (the plate's pixels are 'images')."
+            )
+        return ArrayV3Metadata.from_dict(document)
+
+    def _zarr(self) -> Any:
+        import zarr
+
+        if self._zarr_array is None:
+            store = zarr_store(self.url, self._options, read_only=True)
+            try:
+                with storage_errors(self.url, self._options):
+                    array = zarr.open_array(store, path=self.variable, mode="r")
+            except FileNotFoundError as exc:
+                raise SourceNotFoundError(
+                    f"No array '{self.variable}' in the cube at {self.url}. Check the URL and "
+                    "the variable name, or write the cube with 'python -m ingest'."
+                ) from exc
+            self._zarr_array = array
+        return self._zarr_array
+
+    def _read_with_zarr(self, dims: list[tuple[np.ndarray, bool]]) -> np.ndarray:
+        selection, inverse = [], []
+        for idx, _ in dims:
+            unique, inv = np.unique(idx, return_inverse=True)
+            selection.append(unique)
+            inverse.append(inv)
+        start = time.perf_counter()
+        with storage_errors(self.url, self._options):
+            data = np.asarray(self._zarr().oindex[tuple(selection)])
+        self.stats.add(read_seconds=time.perf_counter() - start)
+        data = data[np.ix_(*inverse)] if data.size else data.reshape([len(i) for i in inverse])
+        return data[tuple(0 if squeeze else slice(None) for _, squeeze in dims)]
+
+
+_Piece = tuple[tuple[int, ...], tuple[Sel, ...], tuple[Sel, ...]]  # chunk coords, out, local
+
+
+def _piece(parts: tuple[tuple[int, Sel, Sel], ...]) -> _Piece:
+    return tuple(p[0] for p in parts), tuple(p[1] for p in parts), tuple(p[2] for p in parts)
+
+
+class _Layout:
+    """What the fast path needs of an array's metadata: grid, keys, codecs, shard index."""
+
+    def __init__(self, meta: Any, inner: Any, codecs: Sequence[Any], sharding: Any) -> None:
+        self.chunks: tuple[int, ...] = tuple(inner)
+        self.sharded = sharding is not None
+        outer = tuple(meta.chunk_grid.chunk_shape)
+        self.per_shard = tuple(o // i for o, i in zip(outer, self.chunks, strict=True))
+        self.chunks_per_shard_count = int(np.prod(self.per_shard))
+        self.encode_key: Callable[[tuple[int, ...]], str] = meta.chunk_key_encoding.encode_chunk_key
+        self._steps = [cast(Callable[[Buffer], Buffer], _decoder(c)) for c in reversed(codecs[1:])]
+        # Without a decompressor the chunk is a view of the object read: copied before caching.
+        self._copy = all(step is _strip_crc32c for step in self._steps)
+        dtype = _native_dtype(meta)
+        self._dtype = dtype.newbyteorder(_byteorder(codecs[0]))
+        self._native = dtype
+        self._count = int(np.prod(self.chunks))
+        if sharding is not None:
+            index_codecs = sharding.index_codecs
+            self._index_dtype = np.dtype("u8").newbyteorder(_byteorder(index_codecs[0]))
+            self._index_crc = len(index_codecs) == 2
+            size = 16 * self.chunks_per_shard_count + 4 * self._index_crc
+            at_end = sharding.index_location.value == "end"
+            self.index_range: tuple[int, int | None] = (-size, None) if at_end else (0, size)
+
+    @classmethod
+    def build(cls, meta: Any) -> tuple[_Layout | None, str]:
+        """The layout, or None and why the fast path cannot read this array."""
+        from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+
+        if getattr(meta, "storage_transformers", ()):
+            return None, "storage transformers"
+        if type(meta.chunk_grid).__name__ != "RegularChunkGrid":
+            return None, f"chunk grid {type(meta.chunk_grid).__name__}"
+        if _native_dtype(meta).kind not in "biuf":
+            return None, f"data type {meta.data_type}"
+        codecs, sharding, inner = list(meta.codecs), None, meta.chunk_grid.chunk_shape
+        if isinstance(codecs[0], ShardingCodec):
+            if len(codecs) != 1:
+                return None, "codecs after sharding_indexed"
+            sharding, codecs, inner = codecs[0], list(codecs[0].codecs), codecs[0].chunk_shape
+            index = list(sharding.index_codecs)
+            if not isinstance(index[0], BytesCodec) or not (
+                len(index) == 1 or (len(index) == 2 and isinstance(index[1], Crc32cCodec))
+            ):
+                return None, f"shard index codecs {index}"
+        if not isinstance(codecs[0], BytesCodec):
+            return None, f"array codec {codecs[0]}"
+        unsupported = [c for c in codecs[1:] if _decoder(c) is None]
+        if unsupported:
+            return None, f"codecs {unsupported}"
+        return cls(meta, inner, codecs, sharding), ""
+
+    def object_of(self, coords: tuple[int, ...]) -> tuple[int, ...]:
+        if not self.sharded:
+            return coords
+        return tuple(c // n for c, n in zip(coords, self.per_shard, strict=True))
+
+    def local(self, coords: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(c % n for c, n in zip(coords, self.per_shard, strict=True))
+
+    def decode(self, buf: Buffer, where: str) -> np.ndarray:
+        for step in self._steps:
+            buf = step(buf)
+        flat = np.frombuffer(buf, dtype=self._dtype)
+        if flat.size != self._count:
+            raise StorageError(
+                f"{where} decodes to {flat.size} values; expected {self._count} "
+                f"{self.chunks}. The object is damaged: re-ingest the cube."
+            )
+        chunk = flat.reshape(self.chunks)
+        if self._dtype != self._native:
+            return chunk.astype(self._native)
+        return chunk.copy() if self._copy else chunk
+
+    def parse_index(self, data: Buffer, where: str) -> Index:
+        raw = np.frombuffer(data, dtype=np.uint8)
+        if self._index_crc:
+            raw, stored = raw[:-4], int(np.frombuffer(raw[-4:], dtype="<u4")[0])
+            if _crc32c(raw) != stored:
+                raise StorageError(
+                    f"The shard index of {where} fails its crc32c check: the shard is damaged "
+                    "or was being rewritten. Re-ingest the cube."
+                )
+        return np.frombuffer(raw, dtype=self._index_dtype).reshape((*self.per_shard, 2))
+
+    def index_of_shard(self, shard: Buffer, where: str) -> Index:
+        view = memoryview(shard)
+        start, end = self.index_range
+        size = -start if end is None else end
+        return self.parse_index(view[-size:] if end is None else view[:size], where)
+
+
+def _byteorder(bytes_codec: Any) -> Literal["<", ">"]:
+    endian = getattr(bytes_codec, "endian", None)
+    return ">" if endian is not None and endian.value == "big" else "<"
+
+
+def _entry(index: Index, local: tuple[int, ...]) -> tuple[int, int] | None:
+    offset, length = index[local]
+    if offset == _EMPTY and length == _EMPTY:
+        return None
+    return int(offset), int(offset + length)
+
+
+def _decoder(codec: Any) -> Callable[[Buffer], Buffer] | None:
+    """The decode function of a bytes-to-bytes codec, or None if not decoded here."""
+    import numcodecs
+    from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
+
+    if isinstance(codec, BloscCodec):
+        from numcodecs import blosc
+
+        return blosc.decompress  # type: ignore[no-any-return]
+    if isinstance(codec, ZstdCodec):
+        return numcodecs.Zstd().decode  # type: ignore[no-any-return]
+    if isinstance(codec, GzipCodec):
+        return numcodecs.GZip().decode  # type: ignore[no-any-return]
+    if isinstance(codec, Crc32cCodec):
+        return _strip_crc32c
+    name = str(codec.to_dict().get("name", "")) if hasattr(codec, "to_dict") else ""
+    if name in ("numcodecs.blosc", "numcodecs.zstd", "numcodecs.gzip", "numcodecs.zlib"):
+        config = dict(codec.to_dict().get("configuration", {}))
+        return numcodecs.get_codec({"id": name.split(".", 1)[1], **config}).decode  # type: ignore[no-any-return]
+    return None
+
+
+def _crc32c(data: np.ndarray) -> int:
+    import google_crc32c
+
+    return int(google_crc32c.value(data))
+
+
+def _strip_crc32c(buf: Buffer) -> Buffer:
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    if _crc32c(raw[:-4]) != int(np.frombuffer(raw[-4:], dtype="<u4")[0]):
+        raise StorageError("A chunk fails its crc32c check: the object is damaged.")
+    return raw[:-4]
+
+
+def _native_dtype(meta: Any) -> np.dtype:
+    dtype = meta.data_type.to_native_dtype() if hasattr(meta, "data_type") else meta.dtype
+    return np.dtype(dtype).newbyteorder("=")
+
+
+# --- selections -----------------------------------------------------------------------------
+
+
+def _normalize(
+    selection: Sequence[Any], shape: tuple[int, ...], where: str
+) -> list[tuple[np.ndarray, bool]]:
+    """Positions per dim, and whether the dim is dropped (an int)."""
+    if len(selection) != len(shape):
+        raise IndexError(f"{len(selection)} selections for the {len(shape)} dims of {where}.")
+    dims = []
+    for d, (item, n) in enumerate(zip(selection, shape, strict=True)):
+        if isinstance(item, slice):
+            dims.append((np.arange(*item.indices(n), dtype=np.int64), False))
+            continue
+        idx = np.asarray(item)
+        idx = idx.astype(np.int64) if idx.size == 0 else idx
+        if idx.dtype.kind not in "iu" or idx.ndim > 1:
+            raise IndexError(
+                f"Selection {item!r} for dim {d} of {where}: give an int, a slice or ints."
+            )
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(
+                f"Selection {item!r} is out of bounds for dim {d} of {where} (size {n})."
+            )
+        dims.append(
+            (np.atleast_1d(np.where(idx < 0, idx + n, idx)).astype(np.int64), idx.ndim == 0)
+        )
+    return dims
+
+
+def _dim_parts(idx: np.ndarray, size: int) -> list[tuple[int, Sel, Sel]]:
+    """``(chunk, positions in the output, positions in the chunk)`` along one dim."""
+    if isinstance(_as_slice(idx), slice):  # a run: slices all the way
+        first, stop = int(idx[0]), int(idx[-1]) + 1
+        parts: list[tuple[int, Sel, Sel]] = []
+        for k in range(first // size, (stop - 1) // size + 1):
+            lo, hi = max(first, k * size), min(stop, (k + 1) * size)
+            parts.append((k, slice(lo - first, hi - first), slice(lo - k * size, hi - k * size)))
+        return parts
+    chunk = idx // size
+    scattered: list[tuple[int, Sel, Sel]] = []
+    for k in np.unique(chunk):
+        pos = np.flatnonzero(chunk == k)
+        scattered.append((int(k), _as_slice(pos), _as_slice(idx[pos] - k * size)))
+    return scattered
+
+
+def _as_slice(a: np.ndarray) -> Sel:
+    if len(a) == 1 or (len(a) > 1 and np.all(np.diff(a) == 1)):
+        return slice(int(a[0]), int(a[-1]) + 1)
+    return a
+
+
+def _ix(sel: tuple[Sel, ...]) -> Any:
+    """``sel`` as an index that numpy applies orthogonally."""
+    arrays = sum(not isinstance(s, slice) for s in sel)
+    if arrays <= 1:
+        return sel
+    return np.ix_(*[np.arange(s.start, s.stop) if isinstance(s, slice) else s for s in sel])
+
+
+def _assign(
+    out: np.ndarray, out_sel: tuple[Sel, ...], chunk: np.ndarray, local: tuple[Sel, ...]
+) -> None:
+    block = chunk[tuple(s if isinstance(s, slice) else slice(None) for s in local)]
+    for axis, s in enumerate(local):
+        if not isinstance(s, slice):
+            block = np.take(block, s, axis=axis)
+    out[_ix(out_sel)] = block
+
+
+def _fill(out: np.ndarray, out_sel: tuple[Sel, ...], value: Any) -> None:
+    out[_ix(out_sel)] = value
+
+
+def _coalesce(ranges: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    """Sorted byte ranges merged where they overlap or lie at most ``gap`` apart."""
+    merged: list[tuple[int, int]] = []
+    for start, end in ranges:
+        if merged and start - merged[-1][1] <= gap:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+# --- storage backends ------------------------------------------------------------------------
+
+
+class _Storage:
+    """Reads objects under the cube's root. ``None``: the object does not exist."""
+
+    def get(self, key: str, byte_range: tuple[int, int | None] | None) -> Buffer | None:
+        raise NotImplementedError
+
+    def get_ranges(self, key: str, spans: list[tuple[int, int]]) -> list[Buffer] | None:
+        raise NotImplementedError
+
+
+class _ObstoreStorage(_Storage):
+    """obstore: requests from Rust threads, off the GIL; ``get_ranges`` concurrently."""
+
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        self.url = url
+        self.store = _obstore_store(url, options)
+
+    def get(self, key: str, byte_range: tuple[int, int | None] | None) -> Buffer | None:
+        import obstore
+
+        _OBSTORE_PID[0] = _OBSTORE_PID[0] or os.getpid()
+        try:
+            with self._errors(key):
+                if byte_range is None:
+                    return obstore.get(self.store, key).bytes()
+                start, end = byte_range
+                if end is None:
+                    return obstore.get(
+                        self.store, key, options={"range": {"suffix": -start}}
+                    ).bytes()
+                return obstore.get_range(self.store, key, start=start, end=end)
+        except FileNotFoundError:
+            return None
+
+    def get_ranges(self, key: str, spans: list[tuple[int, int]]) -> list[Buffer] | None:
+        import obstore
+
+        starts, ends = [s for s, _ in spans], [e for _, e in spans]
+        _OBSTORE_PID[0] = _OBSTORE_PID[0] or os.getpid()
+        try:
+            with self._errors(key):  # coalesce=0: the ranges are merged already
+                return list(
+                    obstore.get_ranges(self.store, key, starts=starts, ends=ends, coalesce=0)
+                )
+        except FileNotFoundError:
+            return None
+
+    @contextlib.contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        """obstore's own errors as :class:`StorageError` naming the object."""
+        from obstore.exceptions import BaseError
+
+        try:
+            yield
+        except BaseError as exc:
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            raise StorageError(
+                f"Reading {self.url}/{key} failed ({type(exc).__name__}: {message}). Check the "
+                f"endpoint, the credentials and the URL, or set {BACKEND_ENV}=fsspec."
+            ) from exc
+
+
+class _FsspecStorage(_Storage):
+    """fsspec (s3fs, local): ``cat_ranges`` runs the ranges concurrently on s3fs's loop."""
+
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        self.fs, root = filesystem(url, options)
+        self.root = root.rstrip("/")
+
+    def get(self, key: str, byte_range: tuple[int, int | None] | None) -> Buffer | None:
+        start, end = (0, None) if byte_range is None else byte_range
+        try:  # start=0: one GET (without a range s3fs sends a HEAD first)
+            return self.fs.cat_file(f"{self.root}/{key}", start=start, end=end)
+        except FileNotFoundError:
+            return None
+
+    def get_ranges(self, key: str, spans: list[tuple[int, int]]) -> list[Buffer] | None:
+        path = f"{self.root}/{key}"
+        try:
+            return list(
+                self.fs.cat_ranges(
+                    [path] * len(spans),
+                    [s for s, _ in spans],
+                    [e for _, e in spans],
+                    on_error="raise",
+                )
+            )
+        except FileNotFoundError:
+            return None
+
+
+def _choose_backend(url: str, options: dict[str, Any], backend: str) -> str:
+    if backend not in ("auto", "obstore", "fsspec"):
+        raise SchemaError(f"backend={backend!r} is not one of 'auto', 'obstore', 'fsspec'.")
+    wanted = backend
+    if backend == "auto":
+        wanted = os.environ.get(BACKEND_ENV, "").strip().lower() or "auto"
+        if wanted not in ("auto", "obstore", "fsspec"):
+            raise SchemaError(
+                f"{BACKEND_ENV}={wanted!r} is not one of 'auto', 'obstore', 'fsspec'; "
+                "fix or unset it."
+            )
+        wanted = DEFAULT_BACKEND if wanted == "auto" else wanted
+    if wanted == "fsspec":
+        return "fsspec"
+    problems = _obstore_problems(url, options)
+    if _OBSTORE_PID[0] not in (None, os.getpid()):
+        problems.append(
+            "its runtime, started in the parent process before this one was forked (tokio "
+            "cannot be used across fork; start workers with forkserver or spawn)"
+        )
+    if not problems:
+        return "obstore"
+    if backend == "obstore":
+        raise SchemaError(
+            f"The obstore backend cannot read {url}: it cannot use {problems}. "
+            "Use backend='fsspec' (or 'auto')."
+        )
+    log = logger.warning if _OBSTORE_PID[0] not in (None, os.getpid()) else logger.debug
+    log("Reading %s with fsspec: obstore cannot use %s", url, problems)
+    return "fsspec"
+
+
+def _obstore_problems(url: str, options: dict[str, Any]) -> list[str]:
+    """What obstore cannot serve: the URL scheme or option names (never values)."""
+    if is_local(url):
+        return []
+    scheme = url.split("://", 1)[0]
+    if scheme not in ("s3", "s3a"):
+        return [f"{scheme}:// URLs"]
+    problems = [
+        k for k in options if k not in _MAPPED | _IGNORED | {"client_kwargs", "config_kwargs"}
+    ]
+    problems += [
+        f"client_kwargs.{k}" for k in options.get("client_kwargs", {}) if k not in _MAPPED_CLIENT
+    ]
+    problems += [
+        f"config_kwargs.{k}" for k in options.get("config_kwargs", {}) if k not in _MAPPED_CONFIG
+    ]
+    return problems
+
+
+def _obstore_store(url: str, options: dict[str, Any]) -> Any:
+    from obstore.store import LocalStore, S3Store
+
+    if is_local(url):
+        path = url[len("file://") :] if url.startswith("file://") else url
+        return LocalStore(prefix=os.path.abspath(path))
+    bucket, _, prefix = url.split("://", 1)[1].partition("/")
+    client_kwargs, config_kwargs = (
+        options.get("client_kwargs", {}),
+        options.get("config_kwargs", {}),
+    )
+    config: dict[str, Any] = {}
+    client: dict[str, Any] = {
+        "connect_timeout": timedelta(seconds=config_kwargs.get("connect_timeout", 10)),
+        "timeout": timedelta(seconds=config_kwargs.get("read_timeout", 120)),
+    }
+    endpoint = options.get("endpoint_url") or client_kwargs.get("endpoint_url")
+    if endpoint:
+        config["endpoint"] = endpoint.rstrip("/")
+        client["allow_http"] = endpoint.startswith("http://")
+    if client_kwargs.get("region_name"):
+        config["region"] = client_kwargs["region_name"]
+    if options.get("requester_pays"):
+        config["request_payer"] = True
+    provider = _obstore_credentials(options, config)
+    retries = config_kwargs.get("retries", {}).get("max_attempts")
+    retry = {"max_retries": max(0, int(retries) - 1)} if retries else None
+    return S3Store(
+        bucket,
+        prefix=prefix.strip("/") or None,
+        config=cast("S3Config", config),
+        client_options=cast("ClientConfig", client),
+        retry_config=cast("RetryConfig | None", retry),
+        credential_provider=provider,
+    )
+
+
+def _obstore_credentials(options: dict[str, Any], config: dict[str, Any]) -> Any:
+    """Put the options' credentials in ``config``; else a provider for the AWS chain, or None."""
+    if options.get("anon"):
+        config["skip_signature"] = True
+    elif options.get("key") or options.get("secret"):
+        config["access_key_id"] = options.get("key")
+        config["secret_access_key"] = options.get("secret")
+        if options.get("token"):
+            config["session_token"] = options["token"]
+    elif options.get("profile") or not os.environ.get("AWS_ACCESS_KEY_ID"):
+        return _boto3_credentials(options.get("profile"))
+    return None  # obstore reads AWS_ACCESS_KEY_ID & co. from the environment itself
+
+
+def _boto3_credentials(profile: str | None) -> Any:
+    """The AWS credential chain (profiles, SSO, config files) as an obstore provider, or None."""
+    try:
+        import boto3
+        from obstore.auth.boto3 import Boto3CredentialProvider
+    except ImportError:  # obstore then uses its own chain (environment, instance role)
+        return None
+    try:
+        return Boto3CredentialProvider(boto3.Session(profile_name=profile))
+    except ValueError:  # no credentials found: obstore tries its own chain
+        return None
