@@ -40,6 +40,8 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/layout.py
 	$(PY) benchmarks/ingest_speed.py
+	$(PY) benchmarks/ingest_memory.py
+	$(PY) benchmarks/loader_speed.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache .mypy_cache

@@ -1,8 +1,12 @@
-"""Shared by the benchmarks: dummy credentials for the local moto S3 server."""
+"""Shared by the benchmarks: a moto S3 server in its own process, dummy credentials."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "bench",
@@ -15,3 +19,27 @@ def use_dummy_credentials() -> None:
     """Set dummy AWS credentials for moto unless the environment has some."""
     for key, value in DUMMY_CREDENTIALS.items():
         os.environ.setdefault(key, value)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    """moto_server in its own process on 127.0.0.1 (not sharing the GIL with the client)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1",
+         "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return server, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("moto_server did not start")

@@ -19,9 +19,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,7 +26,7 @@ import boto3
 import numpy as np
 import tifffile
 import zarr
-from _moto import use_dummy_credentials  # noqa: E402 - benchmarks/ is on sys.path
+from _moto import start_moto, use_dummy_credentials  # noqa: E402 - benchmarks/ is on sys.path
 
 use_dummy_credentials()
 
@@ -39,29 +36,6 @@ from ingest.sources import cellpainting  # noqa: E402
 from ingest.sources.cellpainting import COMPRESSOR, IMAGE_NAME  # noqa: E402
 from ingest.synth import parse_wells, write_synth_plate  # noqa: E402
 from ingest.writer import write_cubes  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_moto() -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1",
-         "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return server, endpoint
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("moto_server did not start")
 
 
 def naive(s3, keys: list[str], dest: str, options: dict, shape: tuple) -> None:
@@ -104,7 +78,7 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=3)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
-    server, endpoint = _start_moto()
+    server, endpoint = start_moto()
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     try:
         s3 = boto3.client("s3", endpoint_url=endpoint)

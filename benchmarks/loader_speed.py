@@ -44,7 +44,6 @@ import json
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -57,7 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from _moto import use_dummy_credentials  # noqa: E402 - benchmarks/ is on sys.path
+from _moto import start_moto, use_dummy_credentials  # noqa: E402 - benchmarks/ is on sys.path
 from _proxy import start_proxy_process
 
 use_dummy_credentials()
@@ -496,30 +495,6 @@ def measure(methods: list[Method], plate: Plate, args: argparse.Namespace,
 
 
 # --- setting up -------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_moto() -> tuple[subprocess.Popen, str]:
-    """moto_server in its own process on 127.0.0.1, as in ingest_speed.py."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1",
-         "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return server, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("moto_server did not start")
 
 
 def make_plate(endpoint: str, args: argparse.Namespace) -> Plate:

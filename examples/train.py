@@ -79,7 +79,7 @@ def main() -> None:
     )
     print(
         f"trained {step} steps on {samples} samples in {seconds:.1f} s: "
-        f"{samples / seconds:.1f} samples/s (2 workers, CPU); "
+        f"{samples / seconds:.1f} samples/s ({args.workers} workers, CPU); "
         f"loss {first_loss:.3f} -> {loss_value:.3f}"
     )
 
