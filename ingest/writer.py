@@ -497,12 +497,19 @@ _arrays_lock = threading.Lock()
 
 
 def _open_array(dest: str, options: dict[str, Any], variable: str) -> zarr.Array:
-    """The destination array, opened once per process (workers never share handles)."""
+    """The destination array, opened once per process (workers never share handles).
+
+    ``write_empty_chunks``: zarr otherwise compares every shard and every inner
+    chunk with the fill value before encoding it (~110 ms of CPU per 1080² field
+    of 8 channels, half our encode time); a missing image is marked in
+    ``present`` and its zeros compress to almost nothing.
+    """
     key = (os.getpid(), dest, json.dumps(options, sort_keys=True, default=str), variable)
     with _arrays_lock:
         if key not in _arrays:
             store = zarr_store(dest, options, read_only=False)
-            _arrays[key] = zarr.open_array(store, path=variable, mode="r+", zarr_format=3)
+            array = zarr.open_array(store, path=variable, mode="r+", zarr_format=3)
+            _arrays[key] = array.with_config({"write_empty_chunks": True})
         return _arrays[key]
 
 
