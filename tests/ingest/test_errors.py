@@ -65,6 +65,18 @@ def test_images_of_different_shapes(local_plate, tmp_path):
     _assert_incomplete(tmp_path / "out.zarr")
 
 
+def test_two_images_of_one_well_field_and_channel(local_plate, tmp_path):
+    plate = _copy(local_plate, tmp_path)
+    first = _image(plate)
+    second = first.with_name(IMAGE.replace("sk1", "sk2"))  # same well, field, channel
+    shutil.copy(first, second)
+    err = _fails("cellpainting", str(plate), str(tmp_path / "out.zarr"))
+    assert "Two images for well A02, field 1, channel 3" in err
+    assert str(first) in err and str(second) in err
+    assert "point it at a single plate folder" in err
+    assert not (tmp_path / "out.zarr").exists()  # refused while planning: nothing written
+
+
 def _assert_incomplete(path: Path) -> None:
     import cubes
 
