@@ -9,8 +9,10 @@ process opens its stores once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -46,18 +48,20 @@ class Runner:
 
     def compute(self, *graphs: Any) -> tuple[Any, ...]:
         """Compute delayed objects together; results in the same order."""
+        with self.session() as compute:
+            return compute(*graphs)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Callable[..., tuple[Any, ...]]]:
+        """A ``compute(*graphs)`` for several graphs in turn, on one cluster.
+
+        A ``LocalCluster`` (``workers``) starts once for the session, not once
+        per graph; a running cluster's client connects once.
+        """
         if not (self.scheduler or self.workers):
-            bar = ProgressBar(out=sys.stderr, minimum=1.0) if self.progress else _NoBar()
-            # Our own pool, so that a failing task stops the job only after the tasks
-            # in flight have finished (their shards and journal markers whole), before
-            # the caller releases the destination's lock.
-            pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ingest")
-            try:
-                with bar:
-                    return dask.compute(*graphs, scheduler="threads", pool=pool)
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
-        from distributed import Client, LocalCluster, progress
+            yield self._compute_threads
+            return
+        from distributed import Client, LocalCluster
 
         _quiet_distributed()
         with contextlib.ExitStack() as stack:
@@ -75,11 +79,28 @@ class Runner:
                 )
                 client = stack.enter_context(Client(cluster))
             logger.info("Running on %s", client)
-            futures = client.compute(list(graphs))
-            if self.progress:
-                with contextlib.redirect_stdout(sys.stderr):
-                    progress(futures)
-            return tuple(client.gather(futures))
+            yield functools.partial(self._compute_distributed, client)
+
+    def _compute_threads(self, *graphs: Any) -> tuple[Any, ...]:
+        bar = ProgressBar(out=sys.stderr, minimum=1.0) if self.progress else _NoBar()
+        # Our own pool, so that a failing task stops the job only after the tasks
+        # in flight have finished (their shards and journal markers whole), before
+        # the caller releases the destination's lock.
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ingest")
+        try:
+            with bar:
+                return dask.compute(*graphs, scheduler="threads", pool=pool)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _compute_distributed(self, client: Any, *graphs: Any) -> tuple[Any, ...]:
+        from distributed import progress
+
+        futures = client.compute(list(graphs))
+        if self.progress:
+            with contextlib.redirect_stdout(sys.stderr):
+                progress(futures)
+        return tuple(client.gather(futures))
 
 
 def _quiet_distributed() -> None:

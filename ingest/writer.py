@@ -17,6 +17,7 @@ import posixpath
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,10 @@ from ingest.stats import ChannelStats
 __all__ = ["IngestResult", "finalize_cubes", "write_cube", "write_cubes"]
 
 logger = logging.getLogger(__name__)
+
+# Fields (tasks) per dask graph: a whole JUMP plate (384 wells x 9 fields = 3,456) is
+# one wave; smaller plates share one. ~8 KB of graph per task: ~33 MB at most.
+WAVE_TASKS = 4096
 
 _CONSOLIDATED_WARNING = "Consolidated metadata is currently not part in the Zarr format 3"
 
@@ -131,11 +136,15 @@ def write_cubes(
     ome: bool = False,
     runner: Runner | None = None,
     task_slice: TaskSlice | None = None,
+    wave_tasks: int = WAVE_TASKS,
 ) -> list[IngestResult]:
-    """Write planned cubes (the plates of a batch) in parallel, as one dask graph.
+    """Write planned cubes (the plates of a batch) in parallel, in waves of dask graphs.
 
-    Every destination is checked before anything is written; then each cube's
-    schema is created, all tasks run together, and each cube is finalized.
+    Every destination is checked and locked before anything is written. Then,
+    wave by wave (consecutive plates of about ``wave_tasks`` fields in all),
+    each cube's schema is created, the wave's tasks run together, and its cubes
+    are finalized: a batch's memory does not grow with its plates, and plates
+    finished before a failure stay complete.
     With ``task_slice`` only that slice's fields are written (an array job,
     :mod:`ingest.slices`) and nothing is finalized: :func:`finalize_cubes` does
     that once every slice is done.
@@ -160,6 +169,8 @@ def write_cubes(
     task_slice
         Write one slice of an array job; the results then cover the slice only
         and carry no statistics or quality report.
+    wave_tasks
+        Fields (tasks) per wave; a plate is never split between waves.
 
     Raises
     ------
@@ -192,43 +203,104 @@ def write_cubes(
             _prepare_dest(plan, dest_options, overwrite, ome, shared=task_slice is not None)
             for plan in plans
         ]
-        for k, (plan, state) in enumerate(zip(plans, states, strict=True)):
-            if state == "resume" and task_slice is None:
-                logger.warning("%s: resuming an interrupted ingest", plan.dest)
-            elif state == "new":
-                create_ome(plan, dest_options) if ome else _create(plan, dest_options)
-            if task_slice is not None:
+        if task_slice is not None:  # every plate's cut checked before any is written
+            for k, plan in enumerate(plans):
                 check_manifest(plan, dest_options, task_slice.count, cut[k])
         runner = runner or Runner(threads=threads, progress=progress)
-        partials = _run_tasks(
-            plans, dest_options, runner, ome=ome, states=states, selected=selected
+        waves = _waves(
+            [
+                0 if st == "done" else _n_tasks(p, c)
+                for p, st, c in zip(plans, states, selected, strict=True)
+            ],
+            wave_tasks,
         )
-        results = []
-        for plan, partial, chosen, state in zip(plans, partials, selected, states, strict=True):
-            stats: dict[str, Any] = {}
-            quality: dict[str, Any] = {}
-            if state == "done":  # up to date: nothing written
-                chosen, quality = set(), _read_report(plan.dest, dest_options)
-            elif task_slice is None:
-                stats, quality = _finalize(plan, dest_options, partial, ome=ome)
-            n_tasks = len(plan.tasks) if chosen is None else len(chosen)
-            block_bytes = (
-                int(np.prod(plan.block_shape)) * plan.template[plan.variable].dtype.itemsize
-            )
-            results.append(
-                IngestResult(
-                    dest=plan.dest,
-                    n_tasks=n_tasks,
-                    n_images=sum(
-                        len(t.inputs) for t in plan.tasks if chosen is None or t.index in chosen
-                    ),
-                    bytes_written=block_bytes * n_tasks,
-                    seconds=time.perf_counter() - start,
-                    stats=stats,
-                    quality=quality,
+        results: list[IngestResult] = []
+        with runner.session() as compute:
+            for number, wave in enumerate(waves, 1):
+                if len(waves) > 1:
+                    logger.info(
+                        "Wave %d of %d: %d plate(s), %d fields",
+                        number,
+                        len(waves),
+                        len(wave),
+                        sum(_n_tasks(plans[k], selected[k]) for k in wave),
+                    )
+                for k in wave:
+                    plan, state = plans[k], states[k]
+                    if state == "resume" and task_slice is None:
+                        logger.warning("%s: resuming an interrupted ingest", plan.dest)
+                    elif state == "new":
+                        create_ome(plan, dest_options) if ome else _create(plan, dest_options)
+                partials = _run_tasks(
+                    [plans[k] for k in wave],
+                    dest_options,
+                    compute,
+                    ome=ome,
+                    states=[states[k] for k in wave],
+                    selected=[selected[k] for k in wave],
                 )
-            )
+                finalize = task_slice is None
+                for k, partial in zip(wave, partials, strict=True):
+                    plan, state, chosen = plans[k], states[k], selected[k]
+                    results.append(
+                        _result(plan, state, partial, chosen, dest_options, start, ome, finalize)
+                    )
         return results
+
+
+def _n_tasks(plan: IngestPlan, chosen: set[tuple[int, ...]] | None) -> int:
+    return len(plan.tasks) if chosen is None else len(chosen)
+
+
+def _waves(sizes: list[int], limit: int) -> list[list[int]]:
+    """Consecutive plans (their indices) grouped into waves of at most ``limit`` tasks.
+
+    A plan larger than ``limit`` is a wave of its own; plans with nothing to
+    do join any wave. Each wave is one dask graph, so the graph (~8 KB per
+    task) and the results held at once stay bounded however many plates a
+    batch has.
+    """
+    waves: list[list[int]] = []
+    total = limit + 1
+    for k, size in enumerate(sizes):
+        if waves and total + size <= limit:
+            waves[-1].append(k)
+            total += size
+        else:
+            waves.append([k])
+            total = size
+    return waves
+
+
+def _result(
+    plan: IngestPlan,
+    state: str,
+    partial: _Partial | None,
+    chosen: set[tuple[int, ...]] | None,
+    options: dict[str, Any],
+    start: float,
+    ome: bool,
+    finalize: bool,
+) -> IngestResult:
+    """Finalize one cube (unless an array job's slice) and say what was written."""
+    stats: dict[str, Any] = {}
+    quality: dict[str, Any] = {}
+    if state == "done":  # up to date: nothing written
+        chosen, quality = set(), _read_report(plan.dest, options)
+    elif finalize:
+        assert partial is not None  # a plan with work to do has its partial
+        stats, quality = _finalize(plan, options, partial, ome=ome)
+    n_tasks = _n_tasks(plan, chosen)
+    block_bytes = int(np.prod(plan.block_shape)) * plan.template[plan.variable].dtype.itemsize
+    return IngestResult(
+        dest=plan.dest,
+        n_tasks=n_tasks,
+        n_images=sum(len(t.inputs) for t in plan.tasks if chosen is None or t.index in chosen),
+        bytes_written=block_bytes * n_tasks,
+        seconds=time.perf_counter() - start,
+        stats=stats,
+        quality=quality,
+    )
 
 
 def _read_report(dest: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -356,7 +428,7 @@ def _create(plan: IngestPlan, options: dict[str, Any]) -> None:
 def _run_tasks(
     plans: list[IngestPlan],
     options: dict[str, Any],
-    runner: Runner,
+    compute: Callable[..., tuple[Any, ...]],
     *,
     ome: bool,
     states: list[str],
@@ -409,7 +481,7 @@ def _run_tasks(
         if chosen is None or plan.tasks[0].index in chosen:  # the slice of the first well
             extras += [extra(name, make, job) for name, make in plan.extras.items()]
     with storage_errors(plans[0].dest, options):
-        *results, _ = runner.compute(*totals, extras)
+        *results, _ = compute(*totals, extras)
     return list(results)
 
 
