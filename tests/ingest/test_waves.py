@@ -1,4 +1,4 @@
-"""A batch runs in waves of plates: bounded graphs, and plates finished before a failure stay done."""
+"""A batch runs in waves of plates: bounded graphs; plates done before a failure stay done."""
 
 from __future__ import annotations
 
