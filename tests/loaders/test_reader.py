@@ -372,20 +372,20 @@ def test_disk_cache_does_not_thrash_when_the_dataset_is_twice_its_size(tmp_path)
     ],
 )  # fmt: skip
 def test_auto_backend(monkeypatch, caplog, url, options, env, expected):
-    from loaders.reader import _choose_backend
+    from loaders.storage import choose_backend
 
     if env:
         monkeypatch.setenv(BACKEND_ENV, env)
     else:
         monkeypatch.delenv(BACKEND_ENV, raising=False)
-    with caplog.at_level(logging.DEBUG, logger="loaders.reader"):
-        assert _choose_backend(url, options, "auto") == expected
-        assert _choose_backend(url, options, "fsspec") == "fsspec"
+    with caplog.at_level(logging.DEBUG, logger="loaders.storage"):
+        assert choose_backend(url, options, "auto") == expected
+        assert choose_backend(url, options, "fsspec") == "fsspec"
     assert "s3cr3t" not in caplog.text
 
 
 def test_storage_options_map_to_obstore():
-    from loaders.reader import _obstore_store
+    from loaders.storage import _obstore_store
 
     options = {
         "endpoint_url": "http://127.0.0.1:9000/",
@@ -413,15 +413,15 @@ def test_storage_options_map_to_obstore():
 
 
 def test_backend_errors(monkeypatch, tmp_path):
-    from loaders.reader import _choose_backend
+    from loaders.storage import choose_backend
 
     with pytest.raises(SchemaError, match="config_kwargs.signature_version"):
-        _choose_backend("s3://b/p", {"config_kwargs": {"signature_version": "v2"}}, "obstore")
+        choose_backend("s3://b/p", {"config_kwargs": {"signature_version": "v2"}}, "obstore")
     with pytest.raises(SchemaError, match="backend='fast'"):
-        _choose_backend("s3://b/p", {}, "fast")
+        choose_backend("s3://b/p", {}, "fast")
     monkeypatch.setenv(BACKEND_ENV, "rust")
     with pytest.raises(SchemaError, match=f"{BACKEND_ENV}='rust'.*unset it"):
-        _choose_backend("s3://b/p", {}, "auto")
+        choose_backend("s3://b/p", {}, "auto")
     with pytest.raises(SourceNotFoundError, match="No array 'images'.*python -m ingest"):
         CubeReader(str(tmp_path / "nothing.zarr"), backend="fsspec")
 
