@@ -416,12 +416,12 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         if self.random_crop is not None:
             size = self.random_crop
             origin += order.crop_offsets(
-                len(self._samples_table),
+                samples,
                 seed=self.seed,
                 epoch=epoch,
                 span_y=self.input_dims["y"] - size["y"],
                 span_x=self.input_dims["x"] - size["x"],
-            )[samples]
+            )
         before = self._local.stats.snapshot()
         images, present = self._read_batch(rows, origin, size["y"], size["x"])
         stats = {k: v - before.get(k, 0.0) for k, v in self._local.stats.snapshot().items()}

@@ -211,12 +211,30 @@ def rank_batch(
     return np.asarray(order)[positions], padding
 
 
-def crop_offsets(n: int, *, seed: int, epoch: int, span_y: int, span_x: int) -> np.ndarray:
-    """Random crop offsets ``(n, 2)`` (``dy``, ``dx``), uniform in ``[0, span]``.
+def crop_offsets(
+    samples: np.ndarray, *, seed: int, epoch: int, span_y: int, span_x: int
+) -> np.ndarray:
+    """Random crop offsets ``(len(samples), 2)`` (``dy``, ``dx``), uniform in ``[0, span]``.
 
-    A pure function of ``(seed, epoch, n, spans)``: sample ``s`` gets row ``s``.
+    A pure function of ``(seed, epoch, sample, spans)`` for each sample: a
+    counter-based hash (splitmix64) of the three numbers, so a batch costs its
+    own samples only, however large the dataset.
     """
-    rng = _rng(seed, _CROPS, epoch)
-    dy = rng.integers(0, span_y + 1, size=n)
-    dx = rng.integers(0, span_x + 1, size=n)
+    x = np.asarray(samples, dtype=np.uint64)
+    x = x * np.uint64(0x9E3779B97F4A7C15) + np.uint64(_mix(_mix(seed) ^ (epoch + _CROPS)))
+    u = _splitmix64(x)
+    dy = (u >> np.uint64(32)) % np.uint64(span_y + 1)  # 32 random bits each: bias < 2**-16
+    dx = (u & np.uint64(0xFFFFFFFF)) % np.uint64(span_x + 1)
     return np.stack([dy, dx], axis=1).astype(np.int64)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def _mix(value: int) -> int:
+    return int(_splitmix64(np.array([value % 2**64], dtype=np.uint64))[0])
