@@ -70,12 +70,12 @@ def main() -> None:
             if step >= args.steps:
                 break
     seconds = time.perf_counter() - (start or time.perf_counter())
-    m = loader.metrics()
+    m, state = loader.metrics(), loader.state_dict()
     print(
         f"\nloader: {m['batches_per_s']:.1f} batches/s, waited {m['wait_fraction']:.0%} of the "
         f"time ({m['mean_wait_ms']:.0f} ms/batch, {m['first_wait_s']:.1f} s for the workers to "
         f"start), {m['bytes'] / 1e6:.1f} MB in {m['requests']:.0f} requests; "
-        f"resume from {loader.state_dict()['epoch']}:{loader.state_dict()['batch']}"
+        f"resume from {state['epoch']}:{state['batch']}"
     )
     print(
         f"trained {step} steps on {samples} samples in {seconds:.1f} s: "
