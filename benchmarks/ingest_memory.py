@@ -43,8 +43,8 @@ from pathlib import Path
 
 import psutil
 
-from ingest.sources._jump import SOURCE4_CHANNELS
-from ingest.synth import JUMP_SIZE, TIMESTAMP, parse_wells, write_synth_plate
+from ingest.sources.cellpainting.jump import SOURCE4_CHANNELS
+from ingest.sources.cellpainting.synth import JUMP_SIZE, TIMESTAMP, parse_wells, write_synth_plate
 
 N_CHANNELS = len(SOURCE4_CHANNELS)
 SHARD_BYTES = N_CHANNELS * JUMP_SIZE * JUMP_SIZE * 2

@@ -34,7 +34,7 @@ from cubes.store import resolve_storage_options, zarr_store  # noqa: E402
 from ingest.runner import Runner  # noqa: E402
 from ingest.sources import cellpainting  # noqa: E402
 from ingest.sources.cellpainting import COMPRESSOR, IMAGE_NAME  # noqa: E402
-from ingest.synth import parse_wells, write_synth_plate  # noqa: E402
+from ingest.sources.cellpainting.synth import parse_wells, write_synth_plate  # noqa: E402
 from ingest.writer import write_cubes  # noqa: E402
 
 
@@ -67,8 +67,7 @@ def copy(s3, keys: list[str], threads: int) -> None:
 
 def ours(src: str, dest: str, threads: int) -> None:
     options = resolve_storage_options(src)
-    args = argparse.Namespace(pixel_size=None, on_error="fail")
-    plans = cellpainting.plan(src, dest, args, options)
+    plans = cellpainting.plan(src, dest, cellpainting.CellPaintingOptions(storage_options=options))
     write_cubes(plans, options, overwrite=True, runner=Runner(threads=threads, progress=False))
 
 

@@ -27,7 +27,7 @@ from moto.server import ThreadedMotoServer
 from zarr.codecs import BloscCodec
 from zarr.storage import FsspecStore
 
-from ingest.synth import synth_field
+from ingest.sources.cellpainting.synth import synth_field
 
 use_dummy_credentials()
 

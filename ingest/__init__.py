@@ -10,7 +10,7 @@ from __future__ import annotations
 from ingest.plan import Block, IngestPlan, ShardTask
 from ingest.runner import Runner
 from ingest.sources import SOURCES
-from ingest.synth import parse_wells, synth_field, write_synth_plate
+from ingest.sources.cellpainting.synth import parse_wells, synth_field, write_synth_plate
 from ingest.writer import IngestResult, write_cube, write_cubes
 
 __all__ = [

@@ -56,8 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert raw scientific sources into Zarr v3 cubes on S3 or local disk.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="<source>")
-    for name, module in SOURCES.items():
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+    for name, source in SOURCES.items():
+        p = sub.add_parser(
+            name,
+            help=source.help,
+            description=source.help,
+            epilog="examples:\n" + "\n".join(f"  {e}" for e in source.examples),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.add_argument("src", metavar="SRC", help="local folder or s3:// prefix")
         p.add_argument("dest", metavar="DEST", help="local path or s3:// URL of the cube")
         p.add_argument("--overwrite", action="store_true", help="replace a cube at DEST")
@@ -71,9 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
             "--scheduler", default=None, help="address of a dask.distributed scheduler to use"
         )
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
-        p.add_argument(
-            "--ome", action="store_true", help="write an OME-NGFF 0.5 HCS plate instead of a cube"
-        )
         array = p.add_argument_group(
             "array jobs",
             "write one slice of the plan per task (default from AWS_BATCH_JOB_ARRAY_INDEX / "
@@ -81,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         array.add_argument("--task-index", type=int, default=None, help="this slice, 0-based")
         array.add_argument("--task-count", type=int, default=None, help="number of slices")
-        module.add_arguments(p)
+        source.add_arguments(p)
         _storage_arguments(p, with_anon=True)
         _common_arguments(p)
         p.set_defaults(handler=_run_source)
@@ -126,18 +129,19 @@ def _run_source(args: argparse.Namespace) -> None:
     from ingest.slices import TaskSlice
     from ingest.writer import write_cubes
 
-    module = SOURCES[args.command]
+    source = SOURCES[args.command]
     task_slice = TaskSlice.resolve(args.task_index, args.task_count)
     src_options = resolve_storage_options(
         args.src, endpoint_url=args.endpoint_url, anon=True if args.anon else None
     )
     dest_options = resolve_storage_options(args.dest, endpoint_url=args.endpoint_url)
-    plans = module.plan(args.src, args.dest, args, src_options)
+    options = source.options_from_args(args, src_options)
+    plans = source.plan(args.src, args.dest, options)
     results = write_cubes(
         plans,
         dest_options,
         overwrite=args.overwrite,
-        ome=args.ome,
+        ome=getattr(options, "ome", False),
         runner=Runner(
             threads=args.threads,
             workers=args.workers,
@@ -193,7 +197,7 @@ def _run_finalize(args: argparse.Namespace) -> None:
 
 
 def _run_synth(args: argparse.Namespace) -> None:
-    from ingest.synth import JUMP_SIZE, parse_wells, write_synth_plate
+    from ingest.sources.cellpainting.synth import JUMP_SIZE, parse_wells, write_synth_plate
 
     options = resolve_storage_options(args.dest, endpoint_url=args.endpoint_url)
     plate = write_synth_plate(

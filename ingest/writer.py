@@ -47,7 +47,6 @@ from ingest.journal import (
     start_journal,
 )
 from ingest.lock import WriterLock
-from ingest.ome import create_ome, finalize_ome, ome_locator
 from ingest.plan import BlockReader, IngestPlan, ShardTask
 from ingest.report import quality_report, quality_report_url, summary_line
 from ingest.runner import Runner
@@ -60,6 +59,7 @@ from ingest.slices import (
     read_manifest,
     slice_tasks,
 )
+from ingest.sources.cellpainting.ome import create_ome, finalize_ome, ome_locator
 from ingest.stats import ChannelStats
 
 __all__ = ["IngestResult", "finalize_cubes", "write_cube", "write_cubes"]

@@ -98,7 +98,7 @@ def run_cli(
 @pytest.fixture(scope="session")
 def local_plate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic plate on local disk: 3 wells x 2 fields x 8 channels of 64x64."""
-    from ingest.synth import parse_wells, write_synth_plate
+    from ingest.sources.cellpainting.synth import parse_wells, write_synth_plate
 
     root = tmp_path_factory.mktemp("plate")
     write_synth_plate(str(root), wells=parse_wells("A01,A02,B05"), fields=2, size=64, seed=1)

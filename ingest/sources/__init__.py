@@ -1,16 +1,15 @@
-"""Source formats: one module each, listed in :data:`SOURCES`.
+"""Source formats: one module or folder each, listed in :data:`SOURCES`.
 
-Each module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and
-``plan(src, dest, args, src_options) -> IngestPlan``. Adding a format is adding
-a module and a line here.
+Each exposes a :class:`~ingest.sources.base.Source` (name, help, examples,
+``add_arguments``, ``options_from_args``, ``plan(src, dest, options)``).
+Adding a format is adding a module (or folder) and a line here.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from ingest.sources import cellpainting
+from ingest.sources.base import ArgumentError, Source, SourceOptions
 
-__all__ = ["SOURCES"]
+__all__ = ["SOURCES", "ArgumentError", "Source", "SourceOptions"]
 
-SOURCES: dict[str, ModuleType] = {module.NAME: module for module in (cellpainting,)}
+SOURCES: dict[str, Source] = {source.name: source for source in (cellpainting.SOURCE,)}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 from dask.callbacks import Callback
@@ -52,8 +50,8 @@ def test_coords_and_attributes(local_cube, local_plate):
 
 def test_incomplete_cube_warns_or_refuses(local_plate, tmp_path):
     dest = str(tmp_path / "partial.zarr")
-    args = argparse.Namespace(pixel_size=0.598)
-    (plan,) = cellpainting.plan(str(local_plate), dest, args, {})
+    options = cellpainting.CellPaintingOptions(pixel_size=0.598)
+    (plan,) = cellpainting.plan(str(local_plate), dest, options)
     writer._create(plan, {})  # schema only, as after an interrupted job
     with pytest.warns(cubes.IncompleteCubeWarning, match=f"The cube at {dest} is incomplete"):
         ds = cubes.open_cube(dest)

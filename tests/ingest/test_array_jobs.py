@@ -29,7 +29,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def plate(tmp_path_factory):
-    from ingest.synth import parse_wells, write_synth_plate
+    from ingest.sources.cellpainting.synth import parse_wells, write_synth_plate
 
     root = tmp_path_factory.mktemp("array-plate")
     write_synth_plate(str(root / "src"), wells=parse_wells("5"), fields=3, size=48, seed=9)

@@ -19,7 +19,7 @@ VARIABLES = ("images", "thumbnail", "present", "channel_mean", "channel_std", "c
 
 @pytest.fixture(scope="module")
 def plate(tmp_path_factory):
-    from ingest.synth import parse_wells, write_synth_plate
+    from ingest.sources.cellpainting.synth import parse_wells, write_synth_plate
 
     root = tmp_path_factory.mktemp("resume-plate")
     write_synth_plate(str(root), wells=parse_wells("4"), fields=4, size=256, seed=5)
@@ -68,13 +68,12 @@ def test_kill_9_then_rerun_equals_a_clean_run(plate, tmp_path):
 
 
 def test_incomplete_cube_of_other_images_is_not_resumed(plate, local_plate, tmp_path):
-    import argparse
 
     from ingest import writer
     from ingest.sources import cellpainting
 
     dest = str(tmp_path / "c.zarr")
-    (other,) = cellpainting.plan(str(local_plate), dest, argparse.Namespace(), {})
+    (other,) = cellpainting.plan(str(local_plate), dest, cellpainting.CellPaintingOptions())
     writer._create(other, {})  # as if a run on another plate was interrupted
     proc = run_cli("cellpainting", str(plate[0]), dest, check=False)
     assert proc.returncode == 2

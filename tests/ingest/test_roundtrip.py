@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import uuid
 
@@ -40,7 +39,7 @@ def test_any_plate_round_trips(tmp_path, images, shape, dtype, seed):
         (root / "Images" / name).write_bytes(buf.getvalue())
         truth[(cellpainting.well_name(row, col), fld, ch)] = data
     dest = str(root / "cube.zarr")
-    (plan,) = cellpainting.plan(str(root), dest, argparse.Namespace(pixel_size=None), {})
+    (plan,) = cellpainting.plan(str(root), dest, cellpainting.CellPaintingOptions())
     write_cube(plan, {}, progress=False, threads=4)
     ds = cubes.open_cube(dest, require_complete=True)
     assert ds.images.dtype == dtype

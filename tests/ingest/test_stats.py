@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.sources._plate import THUMBNAIL_FACTOR, thumbnail
+from ingest.sources.cellpainting.plate import THUMBNAIL_FACTOR, thumbnail
 from ingest.stats import ChannelStats
 
 

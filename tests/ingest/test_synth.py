@@ -9,7 +9,7 @@ import pytest
 
 from cubes.errors import SchemaError
 from ingest.sources.cellpainting import IMAGE_NAME
-from ingest.synth import parse_wells, synth_field
+from ingest.sources.cellpainting.synth import parse_wells, synth_field
 
 
 def test_layout_and_names(local_plate):

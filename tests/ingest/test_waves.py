@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -13,7 +11,7 @@ import cubes
 from cubes.errors import InvalidImageError
 from ingest.runner import Runner
 from ingest.sources import cellpainting
-from ingest.synth import parse_wells, write_synth_plate
+from ingest.sources.cellpainting.synth import parse_wells, write_synth_plate
 from ingest.writer import _waves, write_cubes
 
 PLATES = ("BR00000001", "BR00000002", "BR00000003")
@@ -31,8 +29,8 @@ def test_waves_are_consecutive_bounded_and_complete(sizes, limit):
 
 
 def _ingest(src, dest, on_error: str, wave_tasks: int):
-    args = argparse.Namespace(on_error=on_error)
-    plans = cellpainting.plan(str(src), str(dest), args, {})
+    options = cellpainting.CellPaintingOptions(on_error=on_error)
+    plans = cellpainting.plan(str(src), str(dest), options)
     runner = Runner(threads=2, progress=False)
     return write_cubes(plans, {}, runner=runner, wave_tasks=wave_tasks)
 

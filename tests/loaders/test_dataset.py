@@ -26,7 +26,7 @@ def s3_cube(moto_server, tmp_path_factory):
 
     boto3.client("s3", endpoint_url=moto_server).create_bucket(Bucket="loaders")
     fs = s3fs.S3FileSystem(endpoint_url=moto_server, skip_instance_cache=True)
-    from ingest.synth import parse_wells, write_synth_plate
+    from ingest.sources.cellpainting.synth import parse_wells, write_synth_plate
 
     plate = write_synth_plate(
         "s3://loaders/raw",

@@ -15,9 +15,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from cubes import conventions as cv
 from cubes.errors import SchemaError
 from cubes.store import filesystem, join_url, storage_errors
+from ingest.sources.cellpainting.layout import ILLUM
 
 __all__ = ["illum_extras", "illum_folder", "load_illum"]
 
@@ -49,7 +49,7 @@ def illum_extras(
             urls[channels.index(stem)] = join_url(folder, name)
     if not urls:
         return {}
-    template[cv.ILLUM] = (
+    template[ILLUM] = (
         ("channel", "y", "x"),
         da.zeros((len(channels), *shape), dtype=np.float32, chunks=(1, *shape)),
         {
@@ -59,7 +59,7 @@ def illum_extras(
         },
     )
     load = functools.partial(load_illum, tuple(sorted(urls.items())), len(channels), shape, options)
-    return {cv.ILLUM: load}
+    return {ILLUM: load}
 
 
 def load_illum(

@@ -1,4 +1,4 @@
-"""Cell Painting plates from Phenix/Harmony image folders (as in JUMP).
+"""Planning a Cell Painting plate's cube from Phenix/Harmony image folders (as in JUMP).
 
 Image names follow ``rRRcCCfFFpPP-chNsk1fk1fl1.tiff``: row, column, field
 (site), plane and channel number. Discovery is one recursive listing; the only
@@ -9,20 +9,14 @@ one shard ``(1, 1, channel, y, x)``.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
 import logging
 import os
 import posixpath
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
-import tifffile
 from zarr.codecs import BloscCodec
 
 import cubes
@@ -36,19 +30,19 @@ from cubes.store import (
     resolve_storage_options,
     storage_errors,
 )
-from ingest.plan import Block, IngestPlan, ShardTask
-from ingest.sources._harmony import INDEX_NAMES, HarmonyIndex, read_index
-from ingest.sources._illum import illum_extras, illum_folder
-from ingest.sources._jump import SOURCE4_CHANNELS, plate_location, read_channel_map
-from ingest.sources._loaddata import read_load_data
-from ingest.sources._plate import PlateMeta, plate_template, thumbnail, well_name
+from ingest.plan import IngestPlan, ShardTask
+from ingest.sources.cellpainting.harmony import INDEX_NAMES, HarmonyIndex, read_index
+from ingest.sources.cellpainting.illum import illum_extras, illum_folder
+from ingest.sources.cellpainting.jump import plate_location, read_channel_map
+from ingest.sources.cellpainting.layout import ILLUM, IMAGES, KIND_PLATE, THUMBNAIL
+from ingest.sources.cellpainting.loaddata import read_load_data
+from ingest.sources.cellpainting.options import CellPaintingOptions
+from ingest.sources.cellpainting.plate import PlateMeta, plate_template, thumbnail, well_name
+from ingest.sources.cellpainting.tiff import ReadContext, describe, first_header, read_block
 
-__all__ = ["IMAGE_NAME", "SOURCE4_CHANNELS", "add_arguments", "plan", "read_block", "well_name"]
+__all__ = ["COMPRESSOR", "IMAGE_NAME", "ImageRef", "discover", "plan"]
 
 logger = logging.getLogger(__name__)
-
-NAME = "cellpainting"
-HELP = "a Cell Painting plate folder (Phenix/Harmony TIFFs) -> (well, field, channel, y, x) cube"
 
 IMAGE_NAME = re.compile(
     r"^r(?P<row>\d{2})c(?P<column>\d{2})f(?P<field>\d{2,})p(?P<plane>\d{2})"
@@ -70,57 +64,6 @@ class ImageRef(NamedTuple):
     field: int
     plane: int
     channel: int
-
-
-@dataclass(frozen=True)
-class ReadContext:
-    """What a write task needs to read its images (picklable; no open handles)."""
-
-    storage_options: dict[str, Any]
-    shape: tuple[int, int]
-    dtype: str
-    n_channels: int
-    on_error: str = "fail"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add this source's options to the ``python -m ingest cellpainting`` parser."""
-    parser.add_argument(
-        "--pixel-size",
-        type=float,
-        default=None,
-        metavar="UM",
-        help="pixel size in µm for the y/x coords (default: from Index.idx.xml, else pixels)",
-    )
-    parser.add_argument(
-        "--on-error",
-        choices=("fail", "skip"),
-        default="fail",
-        help="an unreadable or mismatched image stops the job (fail), or is left out, marked "
-        "absent in 'present' and listed in the quality report (skip)",
-    )
-    parser.add_argument(
-        "--load-data",
-        default=None,
-        metavar="CSV",
-        help="a CellProfiler LoadData table (.csv or .parquet, path or URL) naming the images",
-    )
-    parser.add_argument(
-        "--plates",
-        default=None,
-        help="comma-separated plate ids to ingest (LoadData tables and batches)",
-    )
-    parser.add_argument(
-        "--channel-map",
-        default=None,
-        metavar="CSV",
-        help="JUMP channel_mapping.csv (path or URL) naming the channels; default: source_4's",
-    )
-    parser.add_argument(
-        "--source",
-        default=None,
-        help="the Metadata_Source row of --channel-map (default source_4)",
-    )
 
 
 def discover(
@@ -174,132 +117,18 @@ def _check_one_plate(src: str, refs: list[ImageRef]) -> None:
         )
 
 
-@contextlib.contextmanager
-def _open_image(url: str, storage_options: dict[str, Any]) -> Iterator[BinaryIO]:
-    """The TIFF's bytes as a file: local files opened (decoded straight into the block,
-    no copy of the file in memory), others fetched whole (one GET, not ranged reads)."""
-    fs, path = filesystem(url, storage_options)
-    with contextlib.ExitStack() as stack:
-        with storage_errors(url, storage_options):
-            if is_local(url):
-                fh: BinaryIO = stack.enter_context(open(path, "rb"))
-            else:
-                fh = io.BytesIO(_cat_whole(fs, path))
-        yield fh
-
-
-def _cat_whole(fs: Any, path: str) -> bytes:
-    """One object in one GET: s3fs (``max_concurrency`` > 1) would first HEAD every object to
-    decide whether to split it into ranged GETs (only above 50 MB): a round trip per image."""
-    if getattr(fs, "max_concurrency", 1) > 1:
-        return fs.cat_file(path, max_concurrency=1)
-    return fs.cat_file(path)
-
-
-def _read_image_into(
-    url: str, storage_options: dict[str, Any], out: np.ndarray
-) -> tuple[tuple[int, ...], np.dtype]:
-    """Decode one TIFF image into ``out`` if it has ``out``'s shape and dtype.
-
-    Returns the image's shape and dtype (``out`` is left untouched when they
-    differ); raises :class:`InvalidImageError` naming ``url`` if it is not a
-    readable TIFF (``out`` may then hold part of it).
-    """
-    with _open_image(url, storage_options) as fh:
-        try:
-            with tifffile.TiffFile(fh) as tif:
-                series = tif.series[0]
-                shape, dtype = tuple(series.shape), np.dtype(series.dtype)
-                if shape == out.shape and dtype == out.dtype:
-                    tif.asarray(out=out)
-                else:  # decoded all the same: a corrupt image is unreadable, not mismatched
-                    tif.asarray()
-        except Exception as exc:  # noqa: BLE001 - tifffile raises many types for corrupt input
-            raise _not_a_tiff(url, exc) from exc
-    return shape, dtype
-
-
-def _read_header(url: str, storage_options: dict[str, Any]) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of the first page of a TIFF, reading its header only."""
-    fs, path = filesystem(url, storage_options)
-    with storage_errors(url, storage_options), fs.open(path, "rb") as fh:
-        try:
-            with tifffile.TiffFile(fh) as tif:
-                page = tif.pages.first
-                return tuple(page.shape), np.dtype(page.dtype)
-        except Exception as exc:  # noqa: BLE001 - see _read_image_into
-            raise _not_a_tiff(url, exc) from exc
-
-
-def _first_header(
-    refs: list[ImageRef], on_error: str, options: dict[str, Any]
-) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of the plate: the first image's, or under skip the first readable one's."""
-    candidates = refs if on_error == "skip" else refs[:1]
-    for ref in candidates[:-1]:
-        try:
-            return _read_header(ref.url, options)
-        except InvalidImageError as exc:
-            logger.warning("Skipped while planning: %s", exc)
-    return _read_header(candidates[-1].url, options)
-
-
-def _not_a_tiff(url: str, exc: Exception) -> InvalidImageError:
-    return InvalidImageError(
-        f"{url} is named like a Cell Painting image but is not a readable TIFF "
-        f"({type(exc).__name__}: {exc}). Replace it with a valid TIFF, remove it from SRC, or "
-        "pass --on-error skip."
-    )
-
-
-def read_block(task: ShardTask, ctx: ReadContext) -> Block:
-    """Read the channels of one field into a ``(channel, y, x)`` block.
-
-    Under ``on_error="skip"`` an unreadable or mismatched image is left out
-    (``present`` False, listed in ``skipped``) instead of failing the task.
-    """
-    block = np.zeros((ctx.n_channels, *ctx.shape), dtype=ctx.dtype)
-    present = np.zeros(ctx.n_channels, dtype=bool)
-    skipped: list[tuple[str, str]] = []
-    for position, url in task.inputs:
-        kind = "unreadable"
-        try:
-            shape, dtype = _read_image_into(url, ctx.storage_options, block[position])
-            if shape != ctx.shape or dtype != np.dtype(ctx.dtype):
-                kind = "mismatched"
-                raise InvalidImageError(
-                    f"Image {url} is {_describe(shape, dtype)}; the plate's images "
-                    f"are {_describe(ctx.shape, ctx.dtype)}. Fix or remove it from SRC, or pass "
-                    "--on-error skip."
-                )
-        except InvalidImageError as exc:
-            block[position] = 0  # what a failed decode left there
-            if ctx.on_error != "skip":
-                raise
-            logger.warning("Skipped: %s", exc)
-            skipped.append((kind, url))
-            continue
-        present[position] = True
-    return Block(block, present, skipped)
-
-
-def _describe(shape: tuple[int, ...], dtype: Any) -> str:
-    return f"{'x'.join(str(s) for s in shape)} {np.dtype(dtype).name}"
-
-
-def plan(
-    src: str, dest: str, args: argparse.Namespace, src_options: dict[str, Any]
-) -> list[IngestPlan]:
+def plan(src: str, dest: str, options: CellPaintingOptions) -> list[IngestPlan]:
     """Plan one cube per plate under ``src``: list images, read one header per plate.
 
     SRC holding one plate: DEST is its cube. SRC holding several (a batch, even
     when ``--plates`` picks one of them): DEST is a prefix, and each plate goes
     to ``DEST/<plate>.zarr``.
     """
+    src_options = options.storage_options
     check_location(src, src_options)  # fail fast on a bad endpoint or bucket
-    names = _channel_map(args)
-    if getattr(args, "load_data", None):
-        refs, indexes = _load_data_refs(src, args, names, src_options)
+    names = _channel_map(options)
+    if options.load_data:
+        refs, indexes = _load_data_refs(src, options, names)
         groups = {"": refs}
         unparsed: list[str] = []
     else:
@@ -313,15 +142,15 @@ def plan(
                 unparsed[0],
             )
         every = _group_by_plate(refs)
-        groups = _select_plates(src, every, getattr(args, "plates", None))
-    batch = len(groups) > 1 or (not getattr(args, "load_data", None) and len(every) > 1)
+        groups = _select_plates(src, every, options.plates)
+    batch = len(groups) > 1 or (not options.load_data and len(every) > 1)
     plans = []
     for folder, group in sorted(groups.items()):
         _check_one_plate(folder or src, group)
         plate_id = plate_location(group[0].url)["plate"] or "plate"
         target = join_url(dest, f"{plate_id}.zarr") if batch else dest
         own = [i for i in indexes if i.startswith(folder)]
-        plan = _plan_plate(src, target, group, own, folder, names, args, src_options)
+        plan = _plan_plate(src, target, group, own, folder, names, options)
         plan.ignored = [u for u in unparsed if u.startswith(folder)]
         plans.append(plan)
     return plans
@@ -340,17 +169,17 @@ def _group_by_plate(refs: list[ImageRef]) -> dict[str, list[ImageRef]]:
 
 
 def _select_plates(
-    src: str, groups: dict[str, list[ImageRef]], plates: str | None
+    src: str, groups: dict[str, list[ImageRef]], plates: tuple[str, ...] | None
 ) -> dict[str, list[ImageRef]]:
     if not plates:
         return groups
-    wanted = set(plates.split(","))
+    wanted = set(plates)
     chosen = {k: v for k, v in groups.items() if plate_location(v[0].url)["plate"] in wanted}
     if not chosen:
         found = sorted(plate_location(v[0].url)["plate"] for v in groups.values())
         raise SourceNotFoundError(
-            f"--plates {plates}: none of them is under {src}, which holds {', '.join(found)}. "
-            "Check the plate ids."
+            f"--plates {','.join(plates)}: none of them is under {src}, which holds "
+            f"{', '.join(found)}. Check the plate ids."
         )
     return chosen
 
@@ -362,17 +191,17 @@ def _plan_plate(
     indexes: list[str],
     folder: str,
     names: dict[int, str],
-    args: argparse.Namespace,
-    src_options: dict[str, Any],
+    options: CellPaintingOptions,
 ) -> IngestPlan:
     """The plan of one plate's cube."""
-    shape, dtype = _first_header(refs, getattr(args, "on_error", "fail"), src_options)
+    src_options = options.storage_options
+    shape, dtype = first_header([r.url for r in refs], options.on_error, src_options)
     if len(shape) != 2:
         raise InvalidImageError(
             f"{refs[0].url} has shape {shape}; Cell Painting images are 2-D (y, x). Give single-"
             "plane grayscale TIFFs."
         )
-    meta = _metadata(refs, indexes, args, src_options)
+    meta = _metadata(refs, indexes, options)
     wells = sorted({(r.row, r.column) for r in refs})
     fields = sorted({r.field for r in refs})
     channels = sorted({r.channel for r in refs})
@@ -396,15 +225,15 @@ def _plan_plate(
         len(wells),
         len(fields),
         n_chan,
-        _describe(shape, dtype),
+        describe(shape, dtype),
     )
     return IngestPlan(
-        source_format=NAME,
+        source_format="cellpainting",
         src=src,
         dest=dest,
         template=template,
         encoding=_encoding(n_chan, shape, template),
-        variable=cv.IMAGES,
+        variable=IMAGES,
         tasks=tasks,
         reader=read_block,
         context=ReadContext(
@@ -412,14 +241,14 @@ def _plan_plate(
             (shape[0], shape[1]),
             dtype.str,
             n_chan,
-            getattr(args, "on_error", "fail"),
+            options.on_error,
         ),
-        derived={cv.THUMBNAIL: thumbnail},
+        derived={THUMBNAIL: thumbnail},
         extras=extras,
         attrs={
-            cv.ATTR_KIND: cv.KIND_PLATE,
+            cv.ATTR_KIND: KIND_PLATE,
             cv.ATTR_PROVENANCE: {
-                "source_format": NAME,
+                "source_format": "cellpainting",
                 "src": src if not is_local(src) else os.path.abspath(src),
                 "index": meta.index_url,
                 "n_images": len(refs),
@@ -432,28 +261,28 @@ def _plan_plate(
 
 def _encoding(n_chan: int, shape: tuple[int, ...], template: Any) -> dict[str, dict[str, Any]]:
     return {
-        cv.IMAGES: {
+        IMAGES: {
             "chunks": (1, 1, 1, *shape),
             "shards": (1, 1, n_chan, *shape),
             "compressors": [COMPRESSOR],
         },
-        cv.THUMBNAIL: {  # one shard per well: written whole by the well's gather task
-            "chunks": (1, 1, n_chan, *template[cv.THUMBNAIL].shape[-2:]),
-            "shards": (1, *template[cv.THUMBNAIL].shape[1:]),
+        THUMBNAIL: {  # one shard per well: written whole by the well's gather task
+            "chunks": (1, 1, n_chan, *template[THUMBNAIL].shape[-2:]),
+            "shards": (1, *template[THUMBNAIL].shape[1:]),
             "compressors": [COMPRESSOR],
         },
-        **({cv.ILLUM: {"chunks": (1, *shape)}} if cv.ILLUM in template else {}),
+        **({ILLUM: {"chunks": (1, *shape)}} if ILLUM in template else {}),
     }
 
 
 def _load_data_refs(
-    src: str, args: argparse.Namespace, names: dict[int, str], options: dict[str, Any]
+    src: str, options: CellPaintingOptions, names: dict[int, str]
 ) -> tuple[list[ImageRef], list[str]]:
     """Images from a LoadData table; channel numbers from the map (new names get new numbers)."""
-    url = args.load_data
-    table_options = resolve_storage_options(url, endpoint_url=getattr(args, "endpoint_url", None))
-    plates = args.plates.split(",") if getattr(args, "plates", None) else None
-    images, indexes = read_load_data(url, {**table_options, **options}, plates, src)
+    url = str(options.load_data)
+    table_options = resolve_storage_options(url, endpoint_url=options.endpoint_url)
+    plates = list(options.plates) if options.plates else None
+    images, indexes = read_load_data(url, {**table_options, **options.storage_options}, plates, src)
     found_plates = sorted({im.plate for im in images})
     if len(found_plates) > 1:
         raise SchemaError(
@@ -474,26 +303,20 @@ def _load_data_refs(
     return refs, indexes
 
 
-def _channel_map(args: argparse.Namespace) -> dict[int, str]:
-    url = getattr(args, "channel_map", None)
-    options = (
-        resolve_storage_options(url, endpoint_url=getattr(args, "endpoint_url", None))
-        if url
-        else {}
-    )
-    return read_channel_map(url, getattr(args, "source", None), options)
+def _channel_map(options: CellPaintingOptions) -> dict[int, str]:
+    url = options.channel_map
+    storage = resolve_storage_options(url, endpoint_url=options.endpoint_url) if url else {}
+    return read_channel_map(url, options.source, storage)
 
 
-def _metadata(
-    refs: list[ImageRef], indexes: list[str], args: argparse.Namespace, options: dict[str, Any]
-) -> PlateMeta:
+def _metadata(refs: list[ImageRef], indexes: list[str], options: CellPaintingOptions) -> PlateMeta:
     """Plate id, batch and source from the keys; the rest from the Harmony index, if any."""
     where = plate_location(refs[0].url)
     meta = PlateMeta(plate=where["plate"], batch=where["batch"], source=where["source"])
     if indexes:
-        _apply_index(read_index(indexes[0], options), refs, meta)
-    if getattr(args, "pixel_size", None) is not None:
-        meta.pixel_size_um = args.pixel_size
+        _apply_index(read_index(indexes[0], options.storage_options), refs, meta)
+    if options.pixel_size is not None:
+        meta.pixel_size_um = options.pixel_size
     return meta
 
 

@@ -22,7 +22,8 @@ import zarr
 from cubes import conventions as cv
 from cubes.store import storage_errors, zarr_store
 from ingest.plan import IngestPlan
-from ingest.sources._plate import THUMBNAIL_FACTOR
+from ingest.sources.cellpainting.layout import IMAGES, THUMBNAIL
+from ingest.sources.cellpainting.plate import THUMBNAIL_FACTOR
 
 __all__ = ["create_ome", "finalize_ome", "ome_locator"]
 
@@ -46,7 +47,7 @@ def ome_locator(plan: IngestPlan) -> Any:
 
 
 def _locate(paths: dict[tuple[int, ...], str], name: str, index: tuple[int, ...]) -> tuple:
-    level = "1" if name == cv.THUMBNAIL else "0"
+    level = "1" if name == THUMBNAIL else "0"
     return f"{paths[index]}/{level}", ...
 
 
@@ -96,7 +97,7 @@ def create_ome(plan: IngestPlan, options: dict[str, Any], *, threads: int = 16) 
 
 def _create_image(root: zarr.Group, plan: IngestPlan, path: str) -> None:
     t = plan.template
-    images, thumbs = t[cv.IMAGES], t[cv.THUMBNAIL]
+    images, thumbs = t[IMAGES], t[THUMBNAIL]
     step = float(t["x"].values[1] - t["x"].values[0]) if t.sizes["x"] > 1 else 1.0
     unit = "micrometer" if t["x"].attrs.get("units") == "µm" else None
     axes: list[dict[str, Any]] = [{"name": "c", "type": "channel"}]
@@ -117,7 +118,7 @@ def _create_image(root: zarr.Group, plan: IngestPlan, path: str) -> None:
             }
         },
     )
-    encoding = plan.encoding[cv.IMAGES]
+    encoding = plan.encoding[IMAGES]
     c, y, x = images.shape[2:]
     group.create_array(
         "0",
@@ -151,7 +152,7 @@ def finalize_ome(
             "label": str(name),
             "active": True,
             "color": "FFFFFF",
-            "window": _window(stats, i, t[cv.IMAGES].dtype),
+            "window": _window(stats, i, t[IMAGES].dtype),
         }
         for i, name in enumerate(t["channel"].values)
     ]

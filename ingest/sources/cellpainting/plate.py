@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 
 from cubes import conventions as cv
+from ingest.sources.cellpainting.layout import IMAGES, PLATE_DIMS, PLATE_LAYOUT, THUMBNAIL
 
 __all__ = ["PlateMeta", "plate_template", "row_letters", "well_name"]
 
@@ -84,24 +85,25 @@ def plate_template(
             coords[name] = (("well", "field"), grid, {"units": "µm"})
     ty, tx = (-(-s // THUMBNAIL_FACTOR) for s in shape)
     data_vars: dict[str, Any] = {
-        cv.IMAGES: (
-            cv.PLATE_DIMS,
+        IMAGES: (
+            PLATE_DIMS,
             da.zeros((n_w, n_f, n_c, *shape), dtype=dtype, chunks=(1, 1, n_c, *shape)),
             {"long_name": "Cell Painting images"},
         ),
-        cv.THUMBNAIL: (
-            (*cv.PLATE_DIMS[:3], "thumb_y", "thumb_x"),
+        THUMBNAIL: (
+            (*PLATE_DIMS[:3], "thumb_y", "thumb_x"),
             da.zeros((n_w, n_f, n_c, ty, tx), dtype=dtype, chunks=(1, n_f, n_c, ty, tx)),
             {"long_name": f"images reduced {THUMBNAIL_FACTOR}x by block means, for previews"},
         ),
         cv.PRESENT: (
-            cv.PLATE_DIMS[:3],
+            PLATE_DIMS[:3],
             np.zeros((n_w, n_f, n_c), dtype=bool),
             {"long_name": "True where the source image was found and written"},
         ),
     }
     for stat in cv.STAT_NAMES:
-        data_vars[cv.stat_var(stat)] = ("channel", np.full(n_c, np.nan), {"stat": stat})
+        name = PLATE_LAYOUT.stat_var(IMAGES, stat)
+        data_vars[name] = ("channel", np.full(n_c, np.nan), {"stat": stat})
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update({"plate": meta.plate, "batch": meta.batch, "source": meta.source})
     return ds

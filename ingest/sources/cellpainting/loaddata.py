@@ -133,8 +133,8 @@ def _check_exist(url: str, images: list[LoadDataImage], options: dict[str, Any])
 
     Returns the Harmony index files seen in those folders.
     """
-    from ingest.sources._harmony import INDEX_NAMES
-    from ingest.sources._plate import well_name
+    from ingest.sources.cellpainting.harmony import INDEX_NAMES
+    from ingest.sources.cellpainting.plate import well_name
 
     folders: dict[str, set[str]] = {}
     for image in images:

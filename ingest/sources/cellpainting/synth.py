@@ -26,9 +26,9 @@ import tifffile
 
 from cubes.errors import SchemaError
 from cubes.store import filesystem, is_local, join_url, storage_errors
-from ingest.sources._harmony import HarmonyImage, write_index
-from ingest.sources._jump import SOURCE4_CHANNELS
-from ingest.sources.cellpainting import well_name
+from ingest.sources.cellpainting.harmony import HarmonyImage, write_index
+from ingest.sources.cellpainting.jump import SOURCE4_CHANNELS
+from ingest.sources.cellpainting.plate import well_name
 
 __all__ = ["JUMP_SIZE", "SynthPlate", "parse_wells", "synth_field", "write_synth_plate"]
 

@@ -1,0 +1,82 @@
+"""The seam between the command line, the sources and the writer.
+
+A source turns SRC into one :class:`~ingest.plan.IngestPlan` per cube, listing
+and reading metadata only. It takes an options dataclass (its own subclass of
+:class:`SourceOptions`), never an argparse namespace: the CLI builds the
+options from the arguments (:meth:`Source.options_from_args`), Python callers
+build them directly, as xarray's backends take keyword options.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from cubes.errors import CubeError
+
+if TYPE_CHECKING:
+    from ingest.plan import IngestPlan
+
+__all__ = ["ON_ERROR", "ArgumentError", "Source", "SourceOptions"]
+
+ON_ERROR = ("fail", "skip")
+
+
+class ArgumentError(CubeError, ValueError):
+    """A command-line argument or option value that cannot be used (checked before writing)."""
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """What every source takes.
+
+    Attributes
+    ----------
+    storage_options
+        fsspec options for SRC (endpoint, ``anon`` …); credentials from the
+        standard AWS chain unless given here.
+    endpoint_url
+        The S3 endpoint for other URLs the source reads (tables, maps).
+    on_error
+        ``"fail"``: a bad input stops the job; ``"skip"``: it is left out,
+        marked absent and listed in the quality report.
+    """
+
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    endpoint_url: str | None = None
+    on_error: str = "fail"
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ON_ERROR:
+            raise ArgumentError(
+                f"on_error={self.on_error!r}: expected one of {', '.join(ON_ERROR)}."
+            )
+
+
+@runtime_checkable
+class Source(Protocol):
+    """One source format: ``python -m ingest <name> SRC DEST``.
+
+    Attributes
+    ----------
+    name, help
+        The sub-command and its one-line help.
+    examples
+        Two or three command lines shown by ``--help``.
+    """
+
+    name: str
+    help: str
+    examples: tuple[str, ...]
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the source's own options to its sub-command."""
+
+    def options_from_args(
+        self, args: argparse.Namespace, storage_options: dict[str, Any]
+    ) -> SourceOptions:
+        """The source's options from parsed arguments; :class:`ArgumentError` if unusable."""
+
+    def plan(self, src: str, dest: str, options: Any) -> list[IngestPlan]:
+        """One plan per cube to write (a batch of plates: several); reads metadata only."""

@@ -1,0 +1,119 @@
+"""The Cell Painting source: ``python -m ingest cellpainting SRC DEST``.
+
+Phenix/Harmony plate folders (as in JUMP), optionally named by a CellProfiler
+LoadData table, become ``images (well, field, channel, y, x)`` cubes, one per
+plate. Everything that knows about wells, fields and channels lives in this
+folder: file names and indexes (:mod:`.planning`, :mod:`.harmony`,
+:mod:`.loaddata`, :mod:`.jump`), the plate schema (:mod:`.plate`,
+:mod:`.layout`), TIFF reading (:mod:`.tiff`), the OME-NGFF output
+(:mod:`.ome`) and the synthetic plates (:mod:`.synth`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ingest.plan import IngestPlan
+from ingest.sources.base import ON_ERROR, ArgumentError
+from ingest.sources.cellpainting.jump import SOURCE4_CHANNELS
+from ingest.sources.cellpainting.options import CellPaintingOptions
+from ingest.sources.cellpainting.planning import COMPRESSOR, IMAGE_NAME, plan
+from ingest.sources.cellpainting.plate import well_name
+
+__all__ = [
+    "COMPRESSOR",
+    "IMAGE_NAME",
+    "SOURCE",
+    "SOURCE4_CHANNELS",
+    "CellPaintingOptions",
+    "CellPaintingSource",
+    "plan",
+    "well_name",
+]
+
+
+class CellPaintingSource:
+    """The ``cellpainting`` sub-command (see :class:`ingest.sources.base.Source`)."""
+
+    name = "cellpainting"
+    help = (
+        "a Cell Painting plate folder (Phenix/Harmony TIFFs) -> (well, field, channel, y, x) cube"
+    )
+    examples = (
+        "python -m ingest cellpainting demo-data/plate demo-data/plate.zarr",
+        "python -m ingest cellpainting s3://cellpainting-gallery/cpg0016-jump/source_4/images/"
+        "2021_04_26_Batch1/images/ s3://my-bucket/batch1/ --anon --plates BR00117035",
+        "python -m ingest cellpainting s3://bucket/plate/ s3://bucket/plate.zarr "
+        "--load-data s3://bucket/load_data.csv --on-error skip",
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add this source's options to the ``python -m ingest cellpainting`` parser."""
+        parser.add_argument(
+            "--pixel-size",
+            type=float,
+            default=None,
+            metavar="UM",
+            help="pixel size in µm for the y/x coords (default: from Index.idx.xml, else pixels)",
+        )
+        parser.add_argument(
+            "--on-error",
+            choices=ON_ERROR,
+            default="fail",
+            help="an unreadable or mismatched image stops the job (fail), or is left out, marked "
+            "absent in 'present' and listed in the quality report (skip)",
+        )
+        parser.add_argument(
+            "--load-data",
+            default=None,
+            metavar="CSV",
+            help="a CellProfiler LoadData table (.csv or .parquet, path or URL) naming the images",
+        )
+        parser.add_argument(
+            "--plates",
+            default=None,
+            help="comma-separated plate ids to ingest (LoadData tables and batches)",
+        )
+        parser.add_argument(
+            "--channel-map",
+            default=None,
+            metavar="CSV",
+            help="JUMP channel_mapping.csv (path or URL) naming the channels; default: source_4's",
+        )
+        parser.add_argument(
+            "--source",
+            default=None,
+            help="the Metadata_Source row of --channel-map (default source_4)",
+        )
+        parser.add_argument(
+            "--ome", action="store_true", help="write an OME-NGFF 0.5 HCS plate instead of a cube"
+        )
+
+    def options_from_args(
+        self, args: argparse.Namespace, storage_options: dict[str, Any]
+    ) -> CellPaintingOptions:
+        """The options from parsed arguments; :class:`ArgumentError` for unusable values."""
+        if args.pixel_size is not None and not args.pixel_size > 0:
+            raise ArgumentError(f"--pixel-size {args.pixel_size}: give a size in µm above 0.")
+        plates = None
+        if args.plates:
+            plates = tuple(p.strip() for p in args.plates.split(",") if p.strip())
+        return CellPaintingOptions(
+            storage_options=storage_options,
+            endpoint_url=args.endpoint_url,
+            on_error=args.on_error,
+            pixel_size=args.pixel_size,
+            load_data=args.load_data,
+            plates=plates,
+            channel_map=args.channel_map,
+            source=args.source,
+            ome=args.ome,
+        )
+
+    def plan(self, src: str, dest: str, options: CellPaintingOptions) -> list[IngestPlan]:
+        """One plan per plate under ``src``; see :func:`.planning.plan`."""
+        return plan(src, dest, options)
+
+
+SOURCE = CellPaintingSource()
