@@ -40,7 +40,7 @@ class CellPaintingSource:
     help = (
         "a Cell Painting plate folder (Phenix/Harmony TIFFs) -> (well, field, channel, y, x) cube"
     )
-    examples = (
+    examples: tuple[str, ...] = (
         "python -m ingest cellpainting demo-data/plate demo-data/plate.zarr",
         "python -m ingest cellpainting s3://cellpainting-gallery/cpg0016-jump/source_4/images/"
         "2021_04_26_Batch1/images/ s3://my-bucket/batch1/ --anon --plates BR00117035",
