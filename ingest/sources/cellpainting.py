@@ -119,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
         default=None,
-        help="the Metadata_Source row of --channel-map (default source_4)",
+        help="the Metadata_Source row of --channel-map: 4 or source_4 (default source_4)",
     )
 
 
