@@ -84,7 +84,7 @@ class CellPaintingSource:
         parser.add_argument(
             "--source",
             default=None,
-            help="the Metadata_Source row of --channel-map (default source_4)",
+            help="the Metadata_Source row of --channel-map: 4 or source_4 (default source_4)",
         )
         parser.add_argument(
             "--ome", action="store_true", help="write an OME-NGFF 0.5 HCS plate instead of a cube"
