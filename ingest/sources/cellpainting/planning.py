@@ -31,7 +31,7 @@ from cubes.store import (
     storage_errors,
 )
 from ingest.plan import IngestPlan, ShardTask
-from ingest.sources.cellpainting.harmony import INDEX_NAMES, HarmonyIndex, read_index
+from ingest.sources.cellpainting.harmony import INDEX_NAMES, HarmonyIndex, apply_index, read_index
 from ingest.sources.cellpainting.illum import illum_extras, illum_folder
 from ingest.sources.cellpainting.jump import plate_location, read_channel_map
 from ingest.sources.cellpainting.layout import ILLUM, IMAGES, KIND_PLATE, THUMBNAIL
@@ -310,7 +310,10 @@ def _channel_map(options: CellPaintingOptions) -> dict[int, str]:
 
 
 def _metadata(refs: list[ImageRef], indexes: list[str], options: CellPaintingOptions) -> PlateMeta:
-    """Plate id, batch and source from the keys; the rest from the Harmony index, if any."""
+    """Plate id, batch and source from the keys; the rest from the Harmony index, if any.
+
+    ``meta.index_url`` (named by the provenance) is set only when the index was applied.
+    """
     where = plate_location(refs[0].url)
     meta = PlateMeta(plate=where["plate"], batch=where["batch"], source=where["source"])
     if indexes:
@@ -321,26 +324,9 @@ def _metadata(refs: list[ImageRef], indexes: list[str], options: CellPaintingOpt
 
 
 def _apply_index(index: HarmonyIndex, refs: list[ImageRef], meta: PlateMeta) -> None:
-    by_name = {posixpath.basename(r.url.replace("\\", "/")): r for r in refs}
-    for im in index.images:
-        ref = by_name.get(im.name)
-        if ref is None:
-            continue
-        said = (im.row, im.column, im.field, im.plane, im.channel)
-        named = (ref.row, ref.column, ref.field, ref.plane, ref.channel)
-        if said != named:
-            raise SchemaError(
-                f"{index.url} contradicts the file names: it places {im.name} at row, column, "
-                f"field, plane, channel {said}, the name says {named}. Fix or remove the index "
-                "file, or the misnamed image."
-            )
-        meta.instrument.setdefault(im.channel, (im.channel_name, im.excitation_nm, im.emission_nm))
-        if np.isfinite(im.position_x_m):
-            meta.positions[(im.row, im.column, im.field)] = (
-                im.position_x_m * 1e6,
-                im.position_y_m * 1e6,
-            )
-        if meta.pixel_size_um is None and np.isfinite(im.resolution_x_m):
-            meta.pixel_size_um = im.resolution_x_m * 1e6
-    meta.plate = meta.plate or index.plate_id
-    meta.index_url = index.url
+    """Metadata from ``index`` into ``meta``; see :func:`~ingest.sources.cellpainting.harmony.apply_index`."""
+    found = {
+        posixpath.basename(r.url.replace("\\", "/")): (r.row, r.column, r.field, r.plane, r.channel)
+        for r in refs
+    }
+    apply_index(index, found, meta)
