@@ -324,7 +324,7 @@ def _metadata(refs: list[ImageRef], indexes: list[str], options: CellPaintingOpt
 
 
 def _apply_index(index: HarmonyIndex, refs: list[ImageRef], meta: PlateMeta) -> None:
-    """Metadata from ``index`` into ``meta``; see :func:`~ingest.sources.cellpainting.harmony.apply_index`."""
+    """Metadata from ``index`` into ``meta``; see :func:`.harmony.apply_index`."""
     found = {
         posixpath.basename(r.url.replace("\\", "/")): (r.row, r.column, r.field, r.plane, r.channel)
         for r in refs
