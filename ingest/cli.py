@@ -141,7 +141,6 @@ def _run_source(args: argparse.Namespace) -> None:
         plans,
         dest_options,
         overwrite=args.overwrite,
-        ome=getattr(options, "ome", False),
         runner=Runner(
             threads=args.threads,
             workers=args.workers,
@@ -162,7 +161,7 @@ def _wrote(result: IngestResult) -> str:
     if result.n_tasks == 0:
         return f"{result.dest} is up to date: nothing written"
     return (
-        f"wrote {result.dest}: {result.n_images} images in {result.n_tasks} shards, "
+        f"wrote {result.dest}: {result.n_inputs} input files in {result.n_tasks} tasks, "
         f"{result.bytes_written / 1e6:.1f} MB"
     )
 

@@ -47,12 +47,14 @@ def record_done(
     options: dict[str, Any],
     index: tuple[int, ...],
     present: np.ndarray,
-    stats: ChannelStats,
+    stats: dict[str, ChannelStats],
     skipped: list[tuple[str, str]],
     derived: dict[str, np.ndarray],
 ) -> None:
     """Write the marker of the task at ``index`` (after its shards are written)."""
-    arrays: dict[str, Any] = {f"stats_{k}": v for k, v in stats.to_arrays().items()}
+    arrays: dict[str, Any] = {
+        f"stats/{name}/{k}": v for name, part in stats.items() for k, v in part.to_arrays().items()
+    }
     arrays.update({f"derived_{k}": v for k, v in derived.items()})
     arrays.update(present=present, skipped=np.array(json.dumps(skipped)))
     buf = io.BytesIO()
@@ -80,13 +82,18 @@ def list_done(dest: str, options: dict[str, Any]) -> set[tuple[int, ...]]:
 
 def load_done(
     dest: str, options: dict[str, Any], index: tuple[int, ...]
-) -> tuple[np.ndarray, ChannelStats, list[tuple[str, str]], dict[str, np.ndarray]]:
+) -> tuple[np.ndarray, dict[str, ChannelStats], list[tuple[str, str]], dict[str, np.ndarray]]:
     """What :func:`record_done` wrote for ``index``."""
     url = _marker(dest, index)
     fs, path = filesystem(url, options)
     with storage_errors(url, options):
         data = np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)
-    stats = ChannelStats.from_arrays({k[6:]: data[k] for k in data.files if k.startswith("stats_")})
+    by_variable: dict[str, dict[str, np.ndarray]] = {}
+    for key in data.files:
+        if key.startswith("stats/"):
+            _, name, field = key.split("/", 2)
+            by_variable.setdefault(name, {})[field] = data[key]
+    stats = {name: ChannelStats.from_arrays(arrays) for name, arrays in by_variable.items()}
     derived = {k[8:]: data[k] for k in data.files if k.startswith("derived_")}
     skipped = [tuple(x) for x in json.loads(str(data["skipped"]))]
     return data["present"], stats, skipped, derived  # type: ignore[return-value]

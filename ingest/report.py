@@ -1,4 +1,6 @@
-"""The quality report of an ingest: what was expected, found and missing, and saturation."""
+"""The quality report of an ingest: what was expected, found and missing, and saturation.
+
+It reads the cube's layout (the mask, the statistics groups), whatever the kind."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from cubes import conventions as cv
+from cubes.layout import Layout
 
 __all__ = ["quality_report", "quality_report_url", "summary_line"]
 
@@ -16,26 +18,27 @@ MAX_LISTED = 1000
 
 def quality_report(
     template: xr.Dataset,
+    layout: Layout,
     mask: np.ndarray,
-    stats: dict[str, np.ndarray],
+    stats: dict[str, dict[str, np.ndarray]],
     *,
     unreadable: list[str] | None = None,
     mismatched: list[str] | None = None,
     unrecognized: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A JSON-able report: counts, the absent images (by coords), per-channel saturation.
+    """A JSON-able report: counts, the absent items (by coords), saturation per channel.
 
-    ``mask`` is the ``present`` mask over the template's ``(well, field, channel)``
-    grid; every grid position counts as expected. ``unreadable`` and ``mismatched``
-    are the URLs left out under ``--on-error skip``; the other absent ones are missing.
+    ``mask`` is the layout's mask over the template's grid (a plate's ``(well,
+    field, channel)``, a climate cube's ``time``); every position counts as
+    expected. ``unreadable`` and ``mismatched`` are the inputs left out under
+    ``--on-error skip``; the other absent ones are missing.
     """
-    dims = template[cv.PRESENT].dims
-    labels = [[_plain(v) for v in template[d].values] for d in dims]
+    dims = template[layout.mask].dims if layout.mask else ()
+    labels = [[_plain(v) for v in _labels(template, d)] for d in dims]
     missing = [
         {str(d): labels[k][i] for k, (d, i) in enumerate(zip(dims, idx, strict=True))}
         for idx in zip(*np.nonzero(~mask), strict=True)
     ]
-    channels = [str(c) for c in template["channel"].values]
     unreadable, mismatched = unreadable or [], mismatched or []
     absent = int(mask.size - mask.sum())
     counts = {  # found + missing + unreadable + mismatched == expected
@@ -46,17 +49,37 @@ def quality_report(
         "mismatched": len(mismatched),
     }
     return {
-        "plate": template.attrs.get("plate", ""),
+        "name": str(template.attrs.get("plate") or template.attrs.get("name") or ""),
+        "item": layout.mask_item,
         "counts": counts,
-        "saturation_fraction": {
-            c: _finite(v) for c, v in zip(channels, stats["saturated"], strict=True)
-        },
-        "absent_images": missing[:MAX_LISTED],  # any reason: missing, unreadable, mismatched
+        "saturation_fraction": _saturation(template, layout, stats),
+        "absent": missing[:MAX_LISTED],  # any reason: missing, unreadable, mismatched
         "absent_listed": min(len(missing), MAX_LISTED),
-        "unreadable_images": unreadable[:MAX_LISTED],
-        "mismatched_images": mismatched[:MAX_LISTED],
-        "unrecognized_files": (unrecognized or [])[:MAX_LISTED],  # names not rRRcCCfFF…
+        "unreadable": unreadable[:MAX_LISTED],
+        "mismatched": mismatched[:MAX_LISTED],
+        "unrecognized_files": (unrecognized or [])[:MAX_LISTED],  # names the source ignored
     }
+
+
+def _labels(template: xr.Dataset, dim: Any) -> Any:
+    return template[dim].values if dim in template.coords else range(template.sizes[dim])
+
+
+def _saturation(
+    template: xr.Dataset, layout: Layout, stats: dict[str, dict[str, np.ndarray]]
+) -> dict[str, float | None]:
+    """Fraction of values at the dtype's maximum, per statistics group (integer data)."""
+    out: dict[str, float | None] = {}
+    for variable, values in stats.items():
+        if "saturated" not in values or template[variable].dtype.kind not in "ui":
+            continue
+        spec = layout.statistics[variable]
+        names = [str(v) for v in _labels(template, spec.dims[0])] if spec.dims else [variable]
+        if len(stats) > 1 and spec.dims:
+            names = [f"{variable}[{n}]" for n in names]
+        for name, value in zip(names, np.atleast_1d(values["saturated"]), strict=True):
+            out[name] = _finite(value)
+    return out
 
 
 def quality_report_url(dest: str) -> str:
@@ -72,8 +95,8 @@ def summary_line(report: dict[str, Any]) -> str:
     """One line for the terminal: counts and the most saturated channel."""
     n = report["counts"]
     line = (
-        f"{report['plate'] or 'plate'}: {n['found']}/{n['expected']} images, {n['missing']} "
-        f"missing, {n['unreadable']} unreadable, {n['mismatched']} mismatched"
+        f"{report['name'] or 'cube'}: {n['found']}/{n['expected']} {report['item']}s, "
+        f"{n['missing']} missing, {n['unreadable']} unreadable, {n['mismatched']} mismatched"
     )
     if report.get("unrecognized_files"):
         line += f"; {len(report['unrecognized_files'])} file(s) with unrecognized names left out"

@@ -5,14 +5,15 @@
 ``--task-count``) runs slice ``I`` of ``N``; ``python -m ingest finalize DEST``
 completes the cube once every slice is done.
 
-The unit of slicing is a well of a plate: a well's fields share the thumbnail
-shard, written by one task, so a well never spans two slices. Wells are taken
-in plan order (plates, then wells) and cut into ``N`` contiguous runs of about
-equal numbers of fields. Every slice computes the same cut from the same
-listing; the manifest (``<stem>.ingest/array.json``, written by the first slice
-and checked by the others) records it, so a slice that saw a different listing
-is refused instead of writing a different cube, and ``finalize`` can name the
-slices whose fields are missing.
+The unit of slicing is a group of tasks (:attr:`IngestPlan.group_depth`: a
+plate's well, whose fields share the thumbnail shard written by one task), so a
+group never spans two slices. Groups are taken in plan order (cubes, then
+groups) and cut into ``N`` contiguous runs of about equal numbers of tasks.
+Every slice computes the same cut from the same listing; the manifest
+(``<stem>.ingest/array.json``, written by the first slice and checked by the
+others) records it, so a slice that saw a different listing is refused instead
+of writing a different cube, and ``finalize`` can name the
+slices whose tasks are missing.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ Index = tuple[int, ...]
 
 
 class IncompleteSlicesError(CubeError, RuntimeError):
-    """``finalize`` found fields that no slice has written yet."""
+    """``finalize`` found tasks that no slice has written yet."""
 
 
 @dataclass(frozen=True)
@@ -114,22 +115,22 @@ def _int(value: str, name: str) -> int:
 
 
 def slice_tasks(plans: Sequence[IngestPlan], count: int) -> list[dict[int, list[Index]]]:
-    """Per plan, ``{slice: task indexes}``: wells in plan order cut into ``count`` runs.
+    """Per plan, ``{slice: task indexes}``: task groups in plan order cut into ``count`` runs.
 
-    Cuts fall where the running number of fields crosses ``k * total / count``,
-    so slices are balanced to within one well and never split one.
+    Cuts fall where the running number of tasks crosses ``k * total / count``,
+    so slices are balanced to within one group and never split one.
     """
-    wells: list[tuple[int, list[Index]]] = []
+    groups: list[tuple[int, list[Index]]] = []
     for p, plan in enumerate(plans):
-        by_well: dict[Index, list[Index]] = {}
+        by_group: dict[Index, list[Index]] = {}
         for task in plan.tasks:
-            by_well.setdefault(task.index[:1], []).append(task.index)
-        wells += [(p, indexes) for indexes in by_well.values()]
-    total = sum(len(indexes) for _, indexes in wells)
+            by_group.setdefault(plan.group(task.index), []).append(task.index)
+        groups += [(p, indexes) for indexes in by_group.values()]
+    total = sum(len(indexes) for _, indexes in groups)
     out: list[dict[int, list[Index]]] = [{} for _ in plans]
     before = 0
-    for p, indexes in wells:
-        middle = before + len(indexes) / 2  # the well goes where its middle falls
+    for p, indexes in groups:
+        middle = before + len(indexes) / 2  # the group goes where its middle falls
         k = min(int(middle * count / max(total, 1)), count - 1)
         out[p].setdefault(k, []).extend(indexes)
         before += len(indexes)
@@ -146,6 +147,7 @@ def _manifest(plan: IngestPlan, count: int, slices: dict[int, list[Index]]) -> d
         "count": count,
         "source": plan.src,
         "slices": {str(k): [list(i) for i in v] for k, v in sorted(slices.items())},
+        "task_shape": list(plan.task_shape) if plan.task_shape else None,
         "ignored": sorted(plan.ignored),
     }
 
@@ -188,7 +190,7 @@ def read_manifest(dest: str, options: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def missing_slices(manifest: dict[str, Any], done: set[Index]) -> dict[int, int]:
-    """``{slice: number of its fields without a journal marker}``, for unfinished slices."""
+    """``{slice: number of its tasks without a journal marker}``, for unfinished slices."""
     missing = {}
     for k, indexes in manifest["slices"].items():
         n = sum(tuple(i) not in done for i in indexes)

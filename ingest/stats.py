@@ -41,16 +41,26 @@ class ChannelStats:
     saturated: np.ndarray  # (C,) int64: pixels at the dtype's maximum (integers only)
     hist: np.ndarray | None  # (C, bins) int64 over the dtype's range, integers only
     bin_width: float
+    nan_count: np.ndarray | None = None  # (C,) int64: NaN values left out (floats only)
 
     @classmethod
     def from_block(cls, block: np.ndarray, present: np.ndarray) -> ChannelStats:
-        """Summarise a ``(channel, ...)`` block, counting only channels marked present."""
+        """Summarise a ``(group, ...)`` block, counting only what ``present`` marks.
+
+        ``present`` is ``(group,)`` (a whole group counts or not: a plate's
+        channels) or ``(group, *lead)`` over the block's leading dims after the
+        group (the time steps of a climate variable): absent ones are left out.
+        """
         stats = cls.empty(block.shape[0], block.dtype)
-        for c in np.flatnonzero(present).tolist():
+        for c in range(block.shape[0]):
+            marks = np.asarray(present[c])
+            if not marks.any():
+                continue
+            values = block[c] if marks.all() else block[c][marks]
             if stats.hist is None:
-                stats._add_float(c, block[c].ravel())
+                stats._add_float(c, values.ravel())
             else:
-                stats._add_integer(c, block[c].ravel(), stats.hist)
+                stats._add_integer(c, values.ravel(), stats.hist)
         return stats
 
     def _add_integer(self, c: int, values: np.ndarray, hist: np.ndarray) -> None:
@@ -79,11 +89,17 @@ class ChannelStats:
 
     def _add_float(self, c: int, values: np.ndarray) -> None:
         as_float = values.astype(np.float64)
-        self.count[c] = values.size
-        self.total[c] = as_float.sum()
-        self.total_sq[c] = as_float @ as_float
-        self.minimum[c] = as_float.min()
-        self.maximum[c] = as_float.max()
+        nan = np.isnan(as_float)
+        if nan.any():
+            as_float = as_float[~nan]
+        if self.nan_count is not None:
+            self.nan_count[c] = int(nan.sum())
+        self.count[c] = as_float.size
+        if as_float.size:
+            self.total[c] = as_float.sum()
+            self.total_sq[c] = as_float @ as_float
+            self.minimum[c] = as_float.min()
+            self.maximum[c] = as_float.max()
 
     @classmethod
     def empty(cls, n_channels: int, dtype: np.dtype) -> ChannelStats:
@@ -105,13 +121,16 @@ class ChannelStats:
             saturated=np.zeros(n_channels, np.int64),
             hist=hist,
             bin_width=width,
+            nan_count=np.zeros(n_channels, np.int64) if dtype.kind == "f" else None,
         )
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The summary as named arrays (for ``np.savez``); see :meth:`from_arrays`."""
-        out = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self) if f.name != "hist"}
-        if self.hist is not None:
-            out["hist"] = self.hist
+        out = {
+            f.name: np.asarray(getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        }
         return out
 
     @classmethod
@@ -119,12 +138,16 @@ class ChannelStats:
         """The summary saved by :meth:`to_arrays`."""
         values: dict[str, Any] = {f.name: arrays[f.name] for f in fields(cls) if f.name in arrays}
         values.setdefault("hist", None)
+        values.setdefault("nan_count", None)
         values["bin_width"] = float(values["bin_width"])
         return cls(**values)
 
     def merge(self, other: ChannelStats) -> ChannelStats:
         """The summary of both inputs (neither is modified)."""
         hist = None if self.hist is None or other.hist is None else self.hist + other.hist
+        nans = None
+        if self.nan_count is not None and other.nan_count is not None:
+            nans = self.nan_count + other.nan_count
         return ChannelStats(
             count=self.count + other.count,
             total=self.total + other.total,
@@ -134,6 +157,7 @@ class ChannelStats:
             saturated=self.saturated + other.saturated,
             hist=hist,
             bin_width=self.bin_width,
+            nan_count=nans,
         )
 
     def result(self) -> dict[str, np.ndarray]:
@@ -152,6 +176,8 @@ class ChannelStats:
             "p99": self._percentile(99.0),
             "saturated": self.saturated / n,
         }
+        if self.nan_count is not None:
+            out["nan_count"] = self.nan_count.astype(np.float64)
         return out
 
     def _percentile(self, q: float) -> np.ndarray:

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from cubes import conventions as cv
 from cubes.errors import SchemaError
+from cubes.layout import Layout, layout_of
 from loaders import order
 
 __all__ = [
@@ -74,15 +74,54 @@ def check_epoch(epoch: int) -> int:
     return int(epoch)
 
 
+# The dims this loader serves today: a plate's. Other layouts (climate, arrays) are read
+# through their recorded layout once the loader serves any cube.
+PLATE_DIMS = ("well", "field", "channel", "y", "x")
+
+
+def plate_variable(ds: xr.Dataset) -> str:
+    """The variable holding the samples, from the cube's recorded layout.
+
+    Raises
+    ------
+    SchemaError
+        The cube's layout is not one this loader serves (not a plate).
+    """
+    layout = _layout(ds)
+    if layout is None:  # a Dataset built by hand: the plate's name
+        return "images"
+    if tuple(layout.sample_dims) + (layout.channel_dim,) + tuple(layout.window_dims) != PLATE_DIMS:
+        raise SchemaError(
+            f"{ds.encoding.get('source', 'The cube')} is a {layout.kind} cube (samples over "
+            f"{layout.sample_dims}); CubeBatchDataset serves plate cubes {PLATE_DIMS} so far. Read "
+            "it with cubes.open_cube."
+        )
+    return layout.variables[0]
+
+
+def stat_var(ds: xr.Dataset, variable: str, stat: str) -> str:
+    """The name of ``variable``'s statistic ``stat`` in the cube, per its layout."""
+    layout = _layout(ds)
+    spec = layout.statistics.get(variable) if layout is not None else None
+    return spec.var(stat) if spec is not None else f"channel_{stat}"
+
+
+def _layout(ds: xr.Dataset) -> Layout | None:
+    try:
+        return layout_of(ds.attrs, str(ds.encoding.get("source", "")))
+    except SchemaError:
+        return None
+
+
 def select_channels(
     ds: xr.Dataset, channels: Sequence[str] | None, variable: str
 ) -> tuple[tuple[str, ...], np.ndarray]:
     if variable not in ds:
         raise SchemaError(f"The Dataset has no variable '{variable}'; it has {list(ds.data_vars)}.")
-    missing = [d for d in cv.PLATE_DIMS if d not in ds[variable].dims]
+    missing = [d for d in PLATE_DIMS if d not in ds[variable].dims]
     if missing:
         raise SchemaError(
-            f"'{variable}' has dims {ds[variable].dims}; a plate cube has {cv.PLATE_DIMS} "
+            f"'{variable}' has dims {ds[variable].dims}; a plate cube has {PLATE_DIMS} "
             f"(missing {missing})."
         )
     names = [str(c) for c in np.asarray(ds["channel"].values)]

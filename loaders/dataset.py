@@ -40,7 +40,9 @@ from loaders._checks import (
     check_numbers,
     distributed,
     names,
+    plate_variable,
     select_channels,
+    stat_var,
 )
 from loaders._local import ProcessLocal
 from loaders.cache import DiskCache
@@ -157,7 +159,7 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         drop_last: bool = False,
         storage_options: dict[str, Any] | None = None,
         threads: int = 16,
-        variable: str = cv.IMAGES,
+        variable: str | None = None,
         shuffle: bool = False,
         seed: int = 0,
         shuffle_buffer: int | None = None,
@@ -180,7 +182,8 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             raise SchemaError("CubeBatchDataset needs at least one cube (URL or Dataset).")
         if clahe:
             require_clahe()
-        self.variable, self.batch_size, self.threads = variable, batch_size, threads
+        self.variable: str = variable or ""
+        self.batch_size, self.threads = batch_size, threads
         self.normalize, self.drop_last, self.clahe = normalize, drop_last, clahe
         self.shuffle, self.seed, self.uneven = shuffle, seed, uneven
         self.rank, self.world_size = distributed(rank, world_size)
@@ -197,12 +200,13 @@ class CubeBatchDataset(torch.utils.data.Dataset):
                 else open_cube(item, storage_options=storage_options, require_complete=True)
             )
             if k == 0:
-                self.channels, _ = select_channels(ds, channels, variable)
-                self.input_dims = check_input_dims(ds, input_dims, variable)
+                self.variable = variable or plate_variable(ds)
+                self.channels, _ = select_channels(ds, channels, self.variable)
+                self.input_dims = check_input_dims(ds, input_dims, self.variable)
                 self.random_crop = check_crop(random_crop, self.input_dims)
             # every cube: its own channel positions, and a window that fits
-            _, index = select_channels(ds, self.channels, variable)
-            check_input_dims(ds, self.input_dims, variable)
+            _, index = select_channels(ds, self.channels, self.variable)
+            check_input_dims(ds, self.input_dims, self.variable)
             self._cubes.append(self._describe(ds, item, index))
             samples.append(self._samples(k, ds, input_overlap or {}))
         table = np.concatenate(samples)
@@ -230,7 +234,7 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         url = item if isinstance(item, str) else ds.encoding.get("source")
         stats = {}
         for name in ("mean", "std"):
-            var = ds.get(cv.stat_var(name))
+            var = ds.get(stat_var(ds, self.variable, name))
             stats[name] = None if var is None else np.asarray(var.values, np.float64)[index]
         return _Cube(
             url=url,

@@ -7,7 +7,7 @@ import pytest
 from dask.callbacks import Callback
 
 import cubes
-from ingest import writer
+from ingest.output import CubeOutput
 from ingest.sources import cellpainting
 
 
@@ -52,7 +52,7 @@ def test_incomplete_cube_warns_or_refuses(local_plate, tmp_path):
     dest = str(tmp_path / "partial.zarr")
     options = cellpainting.CellPaintingOptions(pixel_size=0.598)
     (plan,) = cellpainting.plan(str(local_plate), dest, options)
-    writer._create(plan, {})  # schema only, as after an interrupted job
+    CubeOutput().create(plan, {})  # schema only, as after an interrupted job
     with pytest.warns(cubes.IncompleteCubeWarning, match=f"The cube at {dest} is incomplete"):
         ds = cubes.open_cube(dest)
     assert ds.y.attrs["units"] == "µm"

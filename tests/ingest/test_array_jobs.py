@@ -135,7 +135,10 @@ def test_slice_from_arguments_and_environment():
 )
 def test_slices_are_disjoint_complete_whole_wells_and_balanced(fields, count):
     plans = [
-        SimpleNamespace(tasks=[ShardTask((w, f), ()) for w, n in enumerate(ns) for f in range(n)])
+        SimpleNamespace(
+            tasks=[ShardTask((w, f), ()) for w, n in enumerate(ns) for f in range(n)],
+            group=lambda index: index[:1],  # wells, as IngestPlan.group with group_depth=1
+        )
         for ns in fields
     ]
     cut = slice_tasks(plans, count)  # type: ignore[arg-type]

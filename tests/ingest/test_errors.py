@@ -89,7 +89,7 @@ def test_dest_holding_a_cube_of_other_images_needs_overwrite(local_plate, local_
     plate = _copy(local_plate, tmp_path)
     _image(plate).unlink()  # SRC changed since the cube was written
     err = _fails("cellpainting", str(plate), str(local_cube))
-    assert f"{local_cube} holds a cube of other images" in err and "--overwrite" in err
+    assert f"{local_cube} holds a cube of other inputs" in err and "--overwrite" in err
 
 
 def test_rerunning_a_finished_ingest_is_a_no_op(local_plate, local_cube):
@@ -170,8 +170,8 @@ def test_on_error_skip_leaves_bad_images_out_and_reports_them(local_plate, tmp_p
     good = tifffile.imread(_image(plate, "r01c01f01p01-ch5sk1fk1fl1.tiff"))
     np.testing.assert_array_equal(ds.images.sel(well="A01", field=1, channel="DNA"), good)
     report = json.loads(Path(quality_report_url(str(dest))).read_text())
-    assert report["unreadable_images"] == sorted([str(truncated), str(empty)])
-    assert report["mismatched_images"] == [str(wrong)]
+    assert report["unreadable"] == sorted([str(truncated), str(empty)])
+    assert report["mismatched"] == [str(wrong)]
 
 
 def test_tiffs_with_unparseable_names_are_named_in_the_report(local_plate, tmp_path):

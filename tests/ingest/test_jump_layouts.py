@@ -73,7 +73,7 @@ def test_real_layout_1536_wells_lzw_missing_sites_and_index(bucket):
     assert report["counts"] == {
         "expected": 64, "found": 56, "missing": 8, "unreadable": 0, "mismatched": 0,
     }  # fmt: skip
-    assert {"well": "AF48", "field": 4, "channel": "DNA"} in report["absent_images"]
+    assert {"well": "AF48", "field": 4, "channel": "DNA"} in report["absent"]
     assert set(report["saturation_fraction"]) == {str(c) for c in ds.channel.values}
 
 

@@ -69,14 +69,14 @@ def test_kill_9_then_rerun_equals_a_clean_run(plate, tmp_path):
 
 def test_incomplete_cube_of_other_images_is_not_resumed(plate, local_plate, tmp_path):
 
-    from ingest import writer
+    from ingest.output import CubeOutput
     from ingest.sources import cellpainting
 
     dest = str(tmp_path / "c.zarr")
     (other,) = cellpainting.plan(str(local_plate), dest, cellpainting.CellPaintingOptions())
-    writer._create(other, {})  # as if a run on another plate was interrupted
+    CubeOutput().create(other, {})  # as if a run on another plate was interrupted
     proc = run_cli("cellpainting", str(plate[0]), dest, check=False)
     assert proc.returncode == 2
     assert (
-        "holds an incomplete cube of other images" in proc.stderr and "--overwrite" in proc.stderr
+        "holds an incomplete cube of other inputs" in proc.stderr and "--overwrite" in proc.stderr
     )

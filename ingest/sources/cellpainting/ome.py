@@ -25,7 +25,7 @@ from ingest.plan import IngestPlan
 from ingest.sources.cellpainting.layout import IMAGES, THUMBNAIL
 from ingest.sources.cellpainting.plate import THUMBNAIL_FACTOR
 
-__all__ = ["create_ome", "finalize_ome", "ome_locator"]
+__all__ = ["OmeOutput", "create_ome", "finalize_ome", "ome_locator"]
 
 OME_VERSION = "0.5"
 _CONSOLIDATED_WARNING = "Consolidated metadata is currently not part in the Zarr format 3"
@@ -145,6 +145,7 @@ def finalize_ome(
     plan: IngestPlan, options: dict[str, Any], mask: np.ndarray, stats: dict[str, np.ndarray]
 ) -> None:
     """Record completeness, the mask and statistics; add omero channel windows; consolidate."""
+    stats = stats[IMAGES]  # type: ignore[assignment]
     t = plan.template
     store = zarr_store(plan.dest, options, read_only=False)
     channels = [
@@ -193,3 +194,33 @@ def _window(stats: dict[str, np.ndarray], i: int, dtype: np.dtype) -> dict[str, 
 
 def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
+
+
+class OmeOutput:
+    """The plate as an OME-NGFF 0.5 HCS plate instead of a cube (``--ome``).
+
+    No journal (a plate is written in one run; an interrupted one is re-run
+    with ``--overwrite``); each field's task writes its own thumbnail level.
+    """
+
+    journal = False
+    gather = False
+
+    def create(self, plan: IngestPlan, options: dict[str, Any]) -> None:
+        """Plate, well and image groups, empty arrays."""
+        create_ome(plan, options)
+
+    def locator(self, plan: IngestPlan) -> Any:
+        """Each field's image group."""
+        return ome_locator(plan)
+
+    def finalize(
+        self,
+        plan: IngestPlan,
+        options: dict[str, Any],
+        mask: np.ndarray,
+        stats: dict[str, Any],
+        quality: dict[str, Any],
+    ) -> None:
+        """Mask, statistics and channel windows; completion; consolidation."""
+        finalize_ome(plan, options, mask, stats)

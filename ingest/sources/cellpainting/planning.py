@@ -34,8 +34,15 @@ from ingest.plan import IngestPlan, ShardTask
 from ingest.sources.cellpainting.harmony import INDEX_NAMES, HarmonyIndex, apply_index, read_index
 from ingest.sources.cellpainting.illum import illum_extras, illum_folder
 from ingest.sources.cellpainting.jump import plate_location, read_channel_map
-from ingest.sources.cellpainting.layout import ILLUM, IMAGES, KIND_PLATE, THUMBNAIL
+from ingest.sources.cellpainting.layout import (
+    ILLUM,
+    IMAGES,
+    KIND_PLATE,
+    PLATE_LAYOUT,
+    THUMBNAIL,
+)
 from ingest.sources.cellpainting.loaddata import read_load_data
+from ingest.sources.cellpainting.ome import OmeOutput
 from ingest.sources.cellpainting.options import CellPaintingOptions
 from ingest.sources.cellpainting.plate import PlateMeta, plate_template, thumbnail, well_name
 from ingest.sources.cellpainting.tiff import ReadContext, describe, first_header, read_block
@@ -233,8 +240,9 @@ def _plan_plate(
         dest=dest,
         template=template,
         encoding=_encoding(n_chan, shape, template),
-        variable=IMAGES,
+        layout=PLATE_LAYOUT,
         tasks=tasks,
+        group_depth=1,  # a well's fields share the thumbnail shard
         reader=read_block,
         context=ReadContext(
             src_options,
@@ -245,6 +253,7 @@ def _plan_plate(
         ),
         derived={THUMBNAIL: thumbnail},
         extras=extras,
+        output=OmeOutput() if options.ome else None,
         attrs={
             cv.ATTR_KIND: KIND_PLATE,
             cv.ATTR_PROVENANCE: {

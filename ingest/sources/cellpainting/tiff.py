@@ -20,6 +20,7 @@ import tifffile
 from cubes.errors import InvalidImageError
 from cubes.store import filesystem, is_local, storage_errors
 from ingest.plan import Block, ShardTask
+from ingest.sources.cellpainting.layout import IMAGES
 
 __all__ = ["ReadContext", "describe", "first_header", "read_block"]
 
@@ -143,7 +144,7 @@ def read_block(task: ShardTask, ctx: ReadContext) -> Block:
             skipped.append((kind, url))
             continue
         present[position] = True
-    return Block(block, present, skipped)
+    return Block({IMAGES: block}, present, skipped)
 
 
 def describe(shape: tuple[int, ...], dtype: Any) -> str:

@@ -1,0 +1,112 @@
+"""The destination of a plan before anything is written: new, to resume, or up to date.
+
+A destination holding a cube of this very plan (same schema and input files)
+is resumed (incomplete) or left alone (complete: re-running, or adding plates
+to a batch, writes nothing); anything else is refused unless ``--overwrite``,
+which only ever replaces a cube.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import zarr
+
+from cubes import conventions as cv
+from cubes.errors import CubeExistsError
+from cubes.store import filesystem, group_array, is_local, join_url, storage_errors, zarr_store
+from ingest.journal import journal_started, remove_journal
+from ingest.output import output_of
+from ingest.plan import IngestPlan
+
+__all__ = ["prepare_dest"]
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_dest(
+    plan: IngestPlan, options: dict[str, Any], overwrite: bool, *, shared: bool = False
+) -> str:
+    """Check and clear the destination: ``"new"`` (create the schema), ``"resume"`` (an
+    interrupted ingest of this plan), or ``"done"`` (a complete cube of this very plan:
+    same schema and input files, so re-running, or appending plates to a batch, is a
+    no-op).
+
+    ``shared``: slices of an array job write DEST together, so the schema is
+    created idempotently (never removed, whoever created it).
+    """
+    dest = plan.dest
+    fs, path = filesystem(dest, options)
+    with storage_errors(dest, options):
+        if is_local(dest):
+            entries = os.listdir(path) if os.path.isdir(path) else []
+            if os.path.isfile(path):
+                entries = [path]
+        else:
+            entries = fs.find(path, maxdepth=1, withdirs=True)
+        has_cube = fs.exists(join_url(path, "zarr.json"))
+        started = bool(entries) and not has_cube and journal_started(dest, options)
+        if started and shared:
+            return "new"  # another slice is creating it, or was interrupted: same bytes
+        if started:
+            logger.warning("%s: removing a schema whose writing was interrupted", dest)
+            fs.rm(path, recursive=True)
+            entries = []
+        if entries and not has_cube:
+            raise CubeExistsError(
+                f"{dest} already exists and holds data that is not a cube. Choose a new or "
+                "empty DEST; --overwrite only ever replaces a cube."
+            )
+        if has_cube and not overwrite:
+            return _existing(plan, options)
+        if has_cube:
+            logger.info("Removing the cube at %s (--overwrite)", dest)
+            fs.rm(path, recursive=True)
+    if not shared:
+        remove_journal(dest, options)
+    return "new"
+
+
+def _existing(plan: IngestPlan, options: dict[str, Any]) -> str:
+    """``"done"`` or ``"resume"`` for a cube of this plan at DEST; else refused."""
+    dest = plan.dest
+    group = zarr.open_group(zarr_store(dest, options, read_only=True), mode="r")
+    complete = group.attrs.get(cv.ATTR_COMPLETE)
+    if not output_of(plan).journal:
+        raise CubeExistsError(
+            f"{dest} already holds output of an ingest. Pass --overwrite to replace it, or choose "
+            "another DEST."
+        )
+    same = _same_schema(group, plan)
+    if same and group.attrs.get(cv.ATTR_INPUTS) == plan.fingerprint:
+        if complete:
+            logger.info("%s is complete and up to date: nothing to write", dest)
+        return "done" if complete else "resume"
+    if same and complete is False:  # the source changed under an interrupted run
+        raise CubeExistsError(
+            f"{dest} holds an incomplete cube of the same coordinates but other input files than "
+            "SRC has now. Pass --overwrite to start again."
+        )
+    raise CubeExistsError(
+        f"{dest} holds {'a' if complete else 'an incomplete'} cube of other inputs than SRC has "
+        f"now (different coordinates, sizes or files), which this run cannot "
+        f"{'add to' if complete else 'resume'}: adding inputs to a cube re-ingests it. Pass "
+        "--overwrite to replace it, or choose another DEST."
+    )
+
+
+def _same_schema(group: zarr.Group, plan: IngestPlan) -> bool:
+    """The cube at DEST has the plan's variables, shapes and coordinate labels."""
+    t = plan.template
+    dims: set[str] = set()
+    for name in plan.variables:
+        if name not in group or group_array(group, name).shape != t[name].shape:
+            return False
+        dims.update(str(d) for d in t[name].dims)
+    return all(
+        [str(v) for v in group_array(group, dim)[...]] == [str(v) for v in t[dim].values]
+        for dim in sorted(dims)
+        if dim in t.coords and dim in group
+    )
