@@ -171,11 +171,11 @@ class _Cursor:
         self.pos += n
         return out
 
-    def int(self, size: int) -> int:
+    def number(self, size: int) -> int:
         return int.from_bytes(self.take(size), "big", signed=size == 4)
 
     def name(self, count_size: int) -> str:
-        n = self.int(count_size)
+        n = self.number(count_size)
         text = self.take(n).decode("utf-8")
         self.take(-n % 4)
         return text
@@ -186,7 +186,7 @@ def _cdf_header(url: str, handle: IO[bytes], size: int, etag: str | None) -> Fil
     version = cur.take(4)[3]
     count = 8 if version == 5 else 4  # NON_NEG
     offset = 4 if version == 1 else 8  # OFFSET
-    numrecs = cur.int(count)
+    numrecs = cur.number(count)
     dims = _cdf_dims(cur, count)
     attrs = _cdf_attrs(cur, count)
     names = list(dims)
@@ -212,19 +212,19 @@ def _cdf_header(url: str, handle: IO[bytes], size: int, etag: str | None) -> Fil
 
 
 def _cdf_dims(cur: _Cursor, count: int) -> dict[str, int]:
-    tag, n = cur.int(4), cur.int(count)
+    tag, n = cur.number(4), cur.number(count)
     if tag not in (0, 10):
         raise ValueError(f"bad dimension list tag {tag}")
-    return dict((cur.name(count), cur.int(count)) for _ in range(n))
+    return dict((cur.name(count), cur.number(count)) for _ in range(n))
 
 
 def _cdf_attrs(cur: _Cursor, count: int) -> dict[str, Any]:
-    tag, n = cur.int(4), cur.int(count)
+    tag, n = cur.number(4), cur.number(count)
     if tag not in (0, 12):
         raise ValueError(f"bad attribute list tag {tag}")
     attrs: dict[str, Any] = {}
     for _ in range(n):
-        name, nc_type, nelems = cur.name(count), cur.int(4), cur.int(count)
+        name, nc_type, nelems = cur.name(count), cur.number(4), cur.number(count)
         dtype = np.dtype(_CDF_TYPES[nc_type])
         raw = cur.take(nelems * dtype.itemsize)
         cur.take(-(nelems * dtype.itemsize) % 4)
@@ -240,16 +240,16 @@ def _cdf_vars(
     cur: _Cursor, count: int, offset: int, names: list[str], dims: dict[str, int]
 ) -> tuple[dict[str, VarHeader], dict[str, tuple[int, int, bool]]]:
     """Variables and their layout: name -> (begin, vsize, is_record)."""
-    tag, n = cur.int(4), cur.int(count)
+    tag, n = cur.number(4), cur.number(count)
     if tag not in (0, 11):
         raise ValueError(f"bad variable list tag {tag}")
     variables, layout = {}, {}
     for _ in range(n):
         name = cur.name(count)
-        var_dims = tuple(names[cur.int(count)] for _ in range(cur.int(count)))
+        var_dims = tuple(names[cur.number(count)] for _ in range(cur.number(count)))
         attrs = _cdf_attrs(cur, count)
-        dtype = np.dtype(_CDF_TYPES[cur.int(4)]).newbyteorder("=")
-        vsize, begin = cur.int(count), cur.int(offset)
+        dtype = np.dtype(_CDF_TYPES[cur.number(4)]).newbyteorder("=")
+        vsize, begin = cur.number(count), cur.number(offset)
         is_record = bool(var_dims) and dims[var_dims[0]] == 0
         variables[name] = VarHeader(name, var_dims, (), str(dtype), attrs)
         layout[name] = (begin, vsize, is_record)

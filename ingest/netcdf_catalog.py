@@ -352,7 +352,8 @@ def _entries(
     headers: list[FileHeader], steps: list[np.ndarray], names: list[str], on_error: str
 ) -> tuple[list[FileEntry], dict[str, tuple[int, ...]]]:
     first = headers[0]
-    entries, absent = [], {}
+    entries: list[FileEntry] = []
+    absent: dict[str, tuple[int, ...]] = {}
     for header, held in zip(headers, steps, strict=True):
         for name in names:
             var = header.variables.get(name)
@@ -426,7 +427,7 @@ def decode(raw: np.ndarray, packing: Packing) -> np.ndarray:
         raw = raw.view(raw.dtype.str.replace("i", "u"))
     attrs = [a for a in (packing.scale_factor, packing.add_offset) if a is not None]
     wide = raw.dtype.itemsize > 2 or any(np.asarray(a).dtype != np.float32 for a in attrs)
-    data = raw.astype(np.float64 if wide else np.float32)
+    data: np.ndarray[Any, Any] = raw.astype(np.float64 if wide else np.float32)
     fills = [f for f in packing.fill_values if not np.isnan(f)]
     if fills:
         data[np.isin(raw, np.asarray(fills, dtype=raw.dtype))] = np.nan

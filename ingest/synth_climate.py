@@ -269,10 +269,11 @@ def _pack(values: np.ndarray) -> tuple[np.ndarray, np.float32, np.float32]:
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
     scale = np.float32((hi - lo) / 65532.0 if hi > lo else 1.0)
     offset = np.float32((hi + lo) / 2.0)
-    packed = np.round((values.astype(np.float64) - offset) / scale)
-    packed = np.clip(np.nan_to_num(packed, nan=FILL_INT16), -32766, 32766)
-    packed[~np.isfinite(values)] = FILL_INT16
-    return packed.astype(np.int16), scale, offset
+    finite_mask = np.isfinite(values)
+    scaled = np.round((np.where(finite_mask, values, offset).astype(np.float64) - offset) / scale)
+    packed = np.clip(scaled, -32766, 32766).astype(np.int16)
+    packed[~finite_mask] = FILL_INT16
+    return packed, scale, offset
 
 
 def _write_file(
@@ -287,7 +288,7 @@ def _write_file(
 ) -> None:
     import netCDF4
 
-    with netCDF4.Dataset(path, "w", format=_FORMATS[fmt]) as nc:
+    with netCDF4.Dataset(path, "w", format=_FORMATS[fmt]) as nc:  # type: ignore[arg-type]
         nc.set_auto_maskandscale(False)
         nc.setncatts(
             {
@@ -301,7 +302,7 @@ def _write_file(
         compress = {"zlib": True, "complevel": 1} if fmt == "netcdf4" else {}
         for name, values in fields.items():
             dims = ("time", "plev", "lat", "lon") if values.ndim == 4 else ("time", "lat", "lon")
-            var = nc.createVariable(name, "i2", dims, fill_value=FILL_INT16, **compress)
+            var = nc.createVariable(name, "i2", dims, fill_value=FILL_INT16, **compress)  # type: ignore[call-overload]
             var.set_auto_maskandscale(False)
             packed, scale, offset = _pack(values)
             units_, long_name, standard_name = _ATTRS[name]

@@ -47,7 +47,7 @@ def test_cf_content(tmp_path):
         assert ds.T_surf.attrs["standard_name"] == "surface_temperature"
         assert ds.T_surf.attrs["units"] == "K" and ds.q_H2O.attrs["units"] == "kg kg-1"
         assert 200 < float(ds.T_surf.min()) < float(ds.T_surf.max()) < 330
-        assert 0 <= float(ds.cldfrac.min()) and float(ds.cldfrac.max()) <= 1
+        assert float(ds.cldfrac.min()) >= 0 and float(ds.cldfrac.max()) <= 1
         assert 0 < float(ds.q_H2O.max()) < 0.05
         assert int(ds.cldfrac.isnull().sum()) == 5  # masked through _FillValue
         tropics, pole = ds.T_surf.sel(lat=0, method="nearest"), ds.T_surf.isel(lat=0)
@@ -58,9 +58,10 @@ def test_cf_content(tmp_path):
 
 def test_packing_differs_between_files(tmp_path):
     synth = write_synth_climate(str(tmp_path), years=1, grid=(8, 16))
-    with xr.open_dataset(synth.urls[0], decode_cf=False) as a, xr.open_dataset(
-        synth.urls[6], decode_cf=False
-    ) as b:
+    with (
+        xr.open_dataset(synth.urls[0], decode_cf=False) as a,
+        xr.open_dataset(synth.urls[6], decode_cf=False) as b,
+    ):
         assert a.T_surf.dtype == np.int16 and a.T_surf.attrs["_FillValue"] == -32767
         assert a.T_surf.attrs["scale_factor"] != b.T_surf.attrs["scale_factor"]
         assert a.T_surf.attrs["add_offset"] != b.T_surf.attrs["add_offset"]
