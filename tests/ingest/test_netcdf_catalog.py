@@ -226,6 +226,7 @@ def test_planning_reads_headers_only(fmt, tmp_path, monkeypatch):
     assert 0 < counter[0] < 0.05 * total, (counter[0], total)
 
 
+@pytest.mark.s3
 def test_s3_catalog_and_read_steps(bucket, synth):
     fs = bucket.fs()
     urls = []
