@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_arguments(p, with_anon=False)
     _common_arguments(p)
     p.set_defaults(handler=_run_synth)
+    from ingest.sources.netcdf.synth import add_synth_climate_parser
+
+    add_synth_climate_parser(sub)
     return parser
 
 

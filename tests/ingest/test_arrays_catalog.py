@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from cubes.errors import SchemaError, SourceNotFoundError
-from ingest.arrays_catalog import (
+from ingest.sources.arrays.catalog import (
     DATA_VARIABLE,
     ArraySpec,
     FileHeader,

@@ -14,8 +14,8 @@ import xarray as xr
 
 from cubes.errors import SchemaError
 from ingest import _netcdf_header
-from ingest.netcdf_catalog import read_catalog, read_steps
-from ingest.synth_climate import write_synth_climate
+from ingest.sources.netcdf.catalog import read_catalog, read_steps
+from ingest.sources.netcdf.synth import write_synth_climate
 
 VARS = ["T_surf", "q_H2O", "cldfrac", "T"]
 

@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 from cubes.errors import SchemaError
-from ingest.synth_climate import (
+from ingest.sources.netcdf.synth import (
     PLEV_PA,
     add_synth_climate_parser,
     parse_grid,

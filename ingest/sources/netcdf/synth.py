@@ -294,7 +294,7 @@ def _write_file(
             {
                 "Conventions": "CF-1.8",
                 "title": "Synthetic daily climate model output",
-                "source": "cellcubes ingest.synth_climate",
+                "source": "cellcubes ingest.sources.netcdf.synth",
                 "frequency": "day",
             }
         )

@@ -1,8 +1,8 @@
 """Plan from NetCDF headers: one catalog of many files, and the task-side reader.
 
 :func:`read_catalog` opens each file's header once, in parallel, and reads only
-metadata and coordinate values (see :mod:`ingest._netcdf_header`): the record
-axis merged over the files (:mod:`ingest._time_axis`), the grid checked equal in
+metadata and coordinate values (see :mod:`ingest.sources.netcdf._header`): the record
+axis merged over the files (:mod:`ingest.sources.netcdf._time_axis`), the grid checked equal in
 every file, and each variable's packing recorded *per file* -- virtual-reference
 tools that combine files with different ``scale_factor``/``add_offset`` produce
 wrong values silently (VirtualiZarr#1004, kerchunk#586); here each file is
@@ -33,8 +33,8 @@ import numpy as np
 
 from cubes.errors import CubeError, SchemaError
 from cubes.store import filesystem, storage_errors
-from ingest._netcdf_header import FileHeader, VarHeader, read_header, sniff_engine
-from ingest._time_axis import RecordCoord, TimeAxis, merge_axis
+from ingest.sources.netcdf._header import FileHeader, VarHeader, read_header, sniff_engine
+from ingest.sources.netcdf._time_axis import RecordCoord, TimeAxis, merge_axis
 
 __all__ = [
     "Catalog",

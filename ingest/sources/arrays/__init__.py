@@ -1,0 +1,1 @@
+"""The arrays source (``python -m ingest arrays``): folders of .npy/.npz/.pt samples."""

@@ -1,0 +1,1 @@
+"""The NetCDF/HDF5 source (``python -m ingest netcdf``): catalog, header reading, synth."""
