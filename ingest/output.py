@@ -133,8 +133,9 @@ class CubeOutput:
         for variable, values in stats.items():
             for stat, array in values.items():
                 name = plan.layout.stat_var(variable, stat)
-                if name in plan.template:
-                    group_array(group, name)[...] = array
+                if name in plan.template:  # stats over no dim are () in the cube, (1,) here
+                    target = group_array(group, name)
+                    target[...] = np.reshape(array, target.shape)
         provenance = dict(plan.attrs.get(cv.ATTR_PROVENANCE, {}))
         provenance["n_present"] = int(mask.sum())
         provenance["n_missing"] = int(mask.size - mask.sum())

@@ -20,8 +20,8 @@ import numpy as np
 import xarray as xr
 
 import cubes
-from ingest.sources import SOURCES
 from ingest.journal import journal_url
+from ingest.sources import SOURCES
 from tests.conftest import ROOT, run_cli
 
 

@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from cubes.errors import SchemaError
+from ingest.sources.base import ArgumentError
 from ingest.sources.cellpainting import IMAGE_NAME
 from ingest.sources.cellpainting.synth import parse_wells, synth_field
 
@@ -52,7 +52,9 @@ def test_parse_wells():
     assert parse_wells("3") == [(1, 1), (1, 2), (1, 3)]
     assert parse_wells("25")[-1] == (2, 1)
     assert parse_wells("A01,P24,AF48", plate_format=1536) == [(1, 1), (16, 24), (32, 48)]
-    with pytest.raises(SchemaError, match="outside a 384-well plate"):
+    with pytest.raises(ArgumentError, match="outside a 384-well plate"):
         parse_wells("Q01")
-    with pytest.raises(SchemaError, match="not a well name"):
+    with pytest.raises(ArgumentError, match="not a well name"):
         parse_wells("A1B")
+    with pytest.raises(ArgumentError, match="A01 is named twice"):
+        parse_wells("A01,B02,a01")

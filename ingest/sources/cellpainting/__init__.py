@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cubes.store import resolve_storage_options
+from ingest.checks import check_exists, float_above
 from ingest.plan import IngestPlan
-from ingest.sources.base import ON_ERROR, ArgumentError
+from ingest.sources.base import ON_ERROR
 from ingest.sources.cellpainting.jump import SOURCE4_CHANNELS
 from ingest.sources.cellpainting.options import CellPaintingOptions
 from ingest.sources.cellpainting.planning import COMPRESSOR, IMAGE_NAME, plan
@@ -52,7 +54,7 @@ class CellPaintingSource:
         """Add this source's options to the ``python -m ingest cellpainting`` parser."""
         parser.add_argument(
             "--pixel-size",
-            type=float,
+            type=float_above(0),
             default=None,
             metavar="UM",
             help="pixel size in µm for the y/x coords (default: from Index.idx.xml, else pixels)",
@@ -93,9 +95,14 @@ class CellPaintingSource:
     def options_from_args(
         self, args: argparse.Namespace, storage_options: dict[str, Any]
     ) -> CellPaintingOptions:
-        """The options from parsed arguments; :class:`ArgumentError` for unusable values."""
-        if args.pixel_size is not None and not args.pixel_size > 0:
-            raise ArgumentError(f"--pixel-size {args.pixel_size}: give a size in µm above 0.")
+        """The options from parsed arguments (the parser checked their values).
+
+        Raises
+        ------
+        SourceNotFoundError
+            ``--load-data`` or ``--channel-map`` names a table that does not exist.
+        """
+        _check_tables(args, storage_options)
         plates = None
         if args.plates:
             plates = tuple(p.strip() for p in args.plates.split(",") if p.strip())
@@ -114,6 +121,18 @@ class CellPaintingSource:
     def plan(self, src: str, dest: str, options: CellPaintingOptions) -> list[IngestPlan]:
         """One plan per plate under ``src``; see :func:`.planning.plan`."""
         return plan(src, dest, options)
+
+
+def _check_tables(args: argparse.Namespace, storage_options: dict[str, Any]) -> None:
+    """Fail before planning, naming the option, if a table given by URL does not exist."""
+    remedy = "Check the path or URL (a .csv or .parquet file)."
+    if args.load_data:
+        table = resolve_storage_options(args.load_data, endpoint_url=args.endpoint_url)
+        options = {**table, **storage_options}  # as the planner reads it
+        check_exists(args.load_data, options, what="--load-data", remedy=remedy, file=True)
+    if args.channel_map:
+        options = resolve_storage_options(args.channel_map, endpoint_url=args.endpoint_url)
+        check_exists(args.channel_map, options, what="--channel-map", remedy=remedy, file=True)
 
 
 SOURCE = CellPaintingSource()

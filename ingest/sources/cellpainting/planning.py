@@ -30,6 +30,7 @@ from cubes.store import (
     resolve_storage_options,
     storage_errors,
 )
+from ingest.checks import check_exists
 from ingest.plan import IngestPlan, ShardTask
 from ingest.sources.cellpainting.harmony import INDEX_NAMES, HarmonyIndex, apply_index, read_index
 from ingest.sources.cellpainting.illum import illum_extras, illum_folder
@@ -76,10 +77,23 @@ class ImageRef(NamedTuple):
 def discover(
     src: str, storage_options: dict[str, Any]
 ) -> tuple[list[ImageRef], list[str], list[str]]:
-    """Plate images, Harmony index files and TIFFs with other names under ``src`` (one listing)."""
+    """Plate images, Harmony index files and TIFFs with other names under ``src`` (one listing).
+
+    Raises
+    ------
+    SourceNotFoundError
+        ``src`` does not exist (naming near names beside it), or holds no image
+        named like a Cell Painting image.
+    """
     fs, root = filesystem(src, storage_options)
     with storage_errors(src, storage_options):
         listing = fs.find(root)
+    if not listing:  # nothing under it: a mistyped SRC says so, an empty folder says that
+        remedy = (
+            "Check it for typos: SRC is a plate folder (…-Measurement1), its Images/ folder, or "
+            "a folder of plate folders (a batch)."
+        )
+        check_exists(src, storage_options, what="SRC", remedy=remedy)
     refs, indexes, unparsed = [], [], []
     for path in listing:
         name = posixpath.basename(path.replace("\\", "/"))

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from cubes.errors import SchemaError
 from cubes.store import filesystem, is_local, join_url, storage_errors
+from ingest.sources.base import ArgumentError
 from ingest.sources.cellpainting.harmony import HarmonyImage, write_index
 from ingest.sources.cellpainting.jump import SOURCE4_CHANNELS
 from ingest.sources.cellpainting.plate import well_name
@@ -67,26 +67,39 @@ class SynthPlate:
 
 
 def parse_wells(spec: str, plate_format: int = 384) -> list[tuple[int, int]]:
-    """Wells from ``"12"`` (the first 12, row by row) or ``"A01,B03"`` as (row, column), 1-based."""
+    """Wells from ``"12"`` (the first 12, row by row) or ``"A01,B03"`` as (row, column), 1-based.
+
+    Raises
+    ------
+    ArgumentError
+        A count out of range, a name that is not a well of the plate, a well named twice.
+    """
     rows, cols = PLATE_FORMATS[plate_format]
     if spec.strip().isdigit():
         count = int(spec)
         if not 1 <= count <= rows * cols:
-            raise SchemaError(
+            raise ArgumentError(
                 f"--wells {spec}: a {plate_format}-well plate has 1 to {rows * cols} wells."
             )
         return [(i // cols + 1, i % cols + 1) for i in range(count)]
-    wells = []
+    wells: list[tuple[int, int]] = []
     for name in spec.split(","):
         match = re.fullmatch(r"([A-Z]{1,2})(\d{1,2})", name.strip().upper())
         if not match:
-            raise SchemaError(f"--wells: '{name}' is not a well name like A01 or AF48.")
+            raise ArgumentError(
+                f"--wells: '{name}' is not a well name like A01 or AF48; give a count (12) or "
+                "well names (A01,B03)."
+            )
         row = 0
         for letter in match.group(1):
             row = row * 26 + ord(letter) - ord("A") + 1
         col = int(match.group(2))
         if not (1 <= row <= rows and 1 <= col <= cols):
-            raise SchemaError(f"--wells: {name} is outside a {plate_format}-well plate.")
+            raise ArgumentError(f"--wells: {name} is outside a {plate_format}-well plate.")
+        if (row, col) in wells:
+            raise ArgumentError(
+                f"--wells {spec}: {well_name(row, col)} is named twice; name it once."
+            )
         wells.append((row, col))
     return wells
 
