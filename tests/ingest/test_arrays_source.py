@@ -12,8 +12,8 @@ import torch
 import cubes
 from cubes.errors import SchemaError
 from ingest.cli import main
-from ingest.sources.arrays import source as arrays_source
 from ingest.sources.arrays import reader as arrays_reader
+from ingest.sources.arrays import source as arrays_source
 from ingest.sources.arrays.catalog import ArraySpec
 
 
