@@ -189,3 +189,20 @@ def test_s3_round_trip(bucket, tmp_path: Path) -> None:
     ds = cubes.open_cube(dest, storage_options=bucket.storage_options, require_complete=True)
     names = [f"{'a' if i < 3 else 'b'}/sample_{i}.npz" for i in range(5)]
     _check_cube(ds, samples, names)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="ingest/output.py CubeOutput.finalize assigns the (1,) statistics of a variable "
+    "without stat dims to its 0-d statistic array; 'finalize DEST' does not use ArraysOutput",
+)
+def test_array_job_slices_then_finalize(tmp_path: Path) -> None:
+    samples = _npz_folder(tmp_path / "src", n=5)
+    dest = str(tmp_path / "cube.zarr")
+    for index in ("0", "1"):
+        argv = ["arrays", str(tmp_path / "src"), dest, "--no-progress", "--samples-per-shard", "2"]
+        assert main([*argv, "--task-index", index, "--task-count", "2"]) == 0
+    assert main(["finalize", dest]) == 0
+    names = [f"{'a' if i < 3 else 'b'}/sample_{i}.npz" for i in range(5)]
+    _check_cube(cubes.open_cube(dest, require_complete=True), samples, names)
