@@ -191,12 +191,6 @@ def test_s3_round_trip(bucket, tmp_path: Path) -> None:
     _check_cube(ds, samples, names)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="ingest/output.py CubeOutput.finalize assigns the (1,) statistics of a variable "
-    "without stat dims to its 0-d statistic array; 'finalize DEST' does not use ArraysOutput",
-)
 def test_array_job_slices_then_finalize(tmp_path: Path) -> None:
     samples = _npz_folder(tmp_path / "src", n=5)
     dest = str(tmp_path / "cube.zarr")

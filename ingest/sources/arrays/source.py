@@ -29,7 +29,6 @@ from cubes import conventions as cv
 from cubes.errors import SchemaError
 from cubes.layout import Layout, StatSpec
 from cubes.store import is_local
-from ingest.output import CubeOutput
 from ingest.plan import IngestPlan, ShardTask
 from ingest.sources.arrays.catalog import (
     ArraysCatalog,
@@ -196,37 +195,7 @@ def plan(src: str, dest: str, options: ArraysOptions) -> IngestPlan:
         task_shape=(per_shard,),
         ignored=list(listing.ignored),
         attrs=_attrs(src, catalog),
-        output=ArraysOutput(),
     )
-
-
-class ArraysOutput(CubeOutput):
-    """A cube whose statistics are scalars (dims ``()``).
-
-    The tasks summarise a variable without stat dims as one group, shape ``(1,)``;
-    :meth:`CubeOutput.finalize` would assign that to the 0-d statistic variables,
-    which zarr refuses. This squeezes them to the template's shapes first.
-    """
-
-    def finalize(
-        self,
-        plan: IngestPlan,
-        options: dict[str, Any],
-        mask: np.ndarray,
-        stats: dict[str, dict[str, np.ndarray]],
-        quality: dict[str, Any],
-    ) -> None:
-        """Reshape each statistic to its variable's shape, then finalize as a cube."""
-        shaped = {
-            variable: {
-                stat: np.reshape(array, plan.template[plan.layout.stat_var(variable, stat)].shape)
-                if plan.layout.stat_var(variable, stat) in plan.template
-                else array
-                for stat, array in values.items()
-            }
-            for variable, values in stats.items()
-        }
-        super().finalize(plan, options, mask, shaped, quality)
 
 
 def default_samples_per_shard(variables: dict[str, ArraySpec]) -> int:
