@@ -71,6 +71,14 @@ class CellPaintingSource:
             help="a CellProfiler LoadData table (.csv or .parquet, path or URL) naming the images",
         )
         parser.add_argument(
+            "--load-data-root",
+            default=None,
+            metavar="DIR",
+            help="the folder (path or URL) the --load-data table's relative PathName_* values "
+            "start from, as CellProfiler's base folder (default: keys in SRC's bucket when SRC "
+            "or the table is remote, else the table's folder)",
+        )
+        parser.add_argument(
             "--plates",
             default=None,
             help="comma-separated plate ids to ingest (LoadData tables and batches)",
@@ -96,6 +104,11 @@ class CellPaintingSource:
         """The options from parsed arguments; :class:`ArgumentError` for unusable values."""
         if args.pixel_size is not None and not args.pixel_size > 0:
             raise ArgumentError(f"--pixel-size {args.pixel_size}: give a size in µm above 0.")
+        if args.load_data_root and not args.load_data:
+            raise ArgumentError(
+                f"--load-data-root {args.load_data_root} needs --load-data: give the LoadData "
+                "table whose paths start there, or leave --load-data-root out."
+            )
         plates = None
         if args.plates:
             plates = tuple(p.strip() for p in args.plates.split(",") if p.strip())
@@ -105,6 +118,7 @@ class CellPaintingSource:
             on_error=args.on_error,
             pixel_size=args.pixel_size,
             load_data=args.load_data,
+            load_data_root=args.load_data_root,
             plates=plates,
             channel_map=args.channel_map,
             source=args.source,
