@@ -17,7 +17,7 @@ from typing import Any
 from cubes.store import resolve_storage_options
 from ingest.checks import check_exists, float_above
 from ingest.plan import IngestPlan
-from ingest.sources.base import ON_ERROR
+from ingest.sources.base import ON_ERROR, ArgumentError
 from ingest.sources.cellpainting.jump import SOURCE4_CHANNELS
 from ingest.sources.cellpainting.options import CellPaintingOptions
 from ingest.sources.cellpainting.planning import COMPRESSOR, IMAGE_NAME, plan
@@ -73,6 +73,14 @@ class CellPaintingSource:
             help="a CellProfiler LoadData table (.csv or .parquet, path or URL) naming the images",
         )
         parser.add_argument(
+            "--load-data-root",
+            default=None,
+            metavar="DIR",
+            help="the folder (path or URL) the --load-data table's relative PathName_* values "
+            "start from, as CellProfiler's base folder (default: keys in SRC's bucket when SRC "
+            "or the table is remote, else the table's folder)",
+        )
+        parser.add_argument(
             "--plates",
             default=None,
             help="comma-separated plate ids to ingest (LoadData tables and batches)",
@@ -99,9 +107,16 @@ class CellPaintingSource:
 
         Raises
         ------
+        ArgumentError
+            ``--load-data-root`` without ``--load-data``.
         SourceNotFoundError
             ``--load-data`` or ``--channel-map`` names a table that does not exist.
         """
+        if args.load_data_root and not args.load_data:
+            raise ArgumentError(
+                f"--load-data-root {args.load_data_root} needs --load-data: give the LoadData "
+                "table whose paths start there, or leave --load-data-root out."
+            )
         _check_tables(args, storage_options)
         plates = None
         if args.plates:
@@ -112,6 +127,7 @@ class CellPaintingSource:
             on_error=args.on_error,
             pixel_size=args.pixel_size,
             load_data=args.load_data,
+            load_data_root=args.load_data_root,
             plates=plates,
             channel_map=args.channel_map,
             source=args.source,

@@ -19,6 +19,9 @@ class CellPaintingOptions(SourceOptions):
         Pixel size in µm for the y/x coords (default: from the Harmony index).
     load_data
         A CellProfiler LoadData table (CSV or Parquet, path or URL) naming the images.
+    load_data_root
+        The folder the table's relative PathNames start from (CellProfiler's base
+        folder); None: see :mod:`.loaddata` for where they resolve.
     plates
         Plate ids to ingest (LoadData tables and batches); None: all.
     channel_map
@@ -31,6 +34,7 @@ class CellPaintingOptions(SourceOptions):
 
     pixel_size: float | None = None
     load_data: str | None = None
+    load_data_root: str | None = None
     plates: tuple[str, ...] | None = None
     channel_map: str | None = None
     source: str | None = None

@@ -42,7 +42,7 @@ from ingest.sources.cellpainting.layout import (
     PLATE_LAYOUT,
     THUMBNAIL,
 )
-from ingest.sources.cellpainting.loaddata import read_load_data
+from ingest.sources.cellpainting.loaddata import LoadData, fill_from_table, read_load_data
 from ingest.sources.cellpainting.ome import OmeOutput
 from ingest.sources.cellpainting.options import CellPaintingOptions
 from ingest.sources.cellpainting.plate import PlateMeta, plate_template, thumbnail, well_name
@@ -148,8 +148,9 @@ def plan(src: str, dest: str, options: CellPaintingOptions) -> list[IngestPlan]:
     src_options = options.storage_options
     check_location(src, src_options)  # fail fast on a bad endpoint or bucket
     names = _channel_map(options)
+    table: PlateMeta | None = None
     if options.load_data:
-        refs, indexes = _load_data_refs(src, options, names)
+        refs, indexes, table = _load_data_refs(src, options, names)
         groups = {"": refs}
         unparsed: list[str] = []
     else:
@@ -171,7 +172,7 @@ def plan(src: str, dest: str, options: CellPaintingOptions) -> list[IngestPlan]:
         plate_id = plate_location(group[0].url)["plate"] or "plate"
         target = join_url(dest, f"{plate_id}.zarr") if batch else dest
         own = [i for i in indexes if i.startswith(folder)]
-        plan = _plan_plate(src, target, group, own, folder, names, options)
+        plan = _plan_plate(src, target, group, own, folder, names, options, table)
         plan.ignored = [u for u in unparsed if u.startswith(folder)]
         plans.append(plan)
     return plans
@@ -213,8 +214,9 @@ def _plan_plate(
     folder: str,
     names: dict[int, str],
     options: CellPaintingOptions,
+    table: PlateMeta | None = None,
 ) -> IngestPlan:
-    """The plan of one plate's cube."""
+    """The plan of one plate's cube (``table``: a LoadData table's metadata)."""
     src_options = options.storage_options
     shape, dtype = first_header([r.url for r in refs], options.on_error, src_options)
     if len(shape) != 2:
@@ -222,7 +224,7 @@ def _plan_plate(
             f"{refs[0].url} has shape {shape}; Cell Painting images are 2-D (y, x). Give single-"
             "plane grayscale TIFFs."
         )
-    meta = _metadata(refs, indexes, options)
+    meta = _metadata(refs, indexes, options, table)
     wells = sorted({(r.row, r.column) for r in refs})
     fields = sorted({r.field for r in refs})
     channels = sorted({r.channel for r in refs})
@@ -300,30 +302,58 @@ def _encoding(n_chan: int, shape: tuple[int, ...], template: Any) -> dict[str, d
 
 def _load_data_refs(
     src: str, options: CellPaintingOptions, names: dict[int, str]
-) -> tuple[list[ImageRef], list[str]]:
-    """Images from a LoadData table; channel numbers from the map (new names get new numbers)."""
+) -> tuple[list[ImageRef], list[str], PlateMeta]:
+    """Images and metadata from a LoadData table; ``names`` gets the table's channel names.
+
+    A channel's number is the file name's (or the table's ChannelID); else the
+    channel map's for its name; new names get new numbers.
+    """
     url = str(options.load_data)
     table_options = resolve_storage_options(url, endpoint_url=options.endpoint_url)
     plates = list(options.plates) if options.plates else None
-    images, indexes = read_load_data(url, {**table_options, **options.storage_options}, plates, src)
-    found_plates = sorted({im.plate for im in images})
+    storage = {**table_options, **options.storage_options}
+    table = read_load_data(url, storage, plates, src, options.load_data_root)
+    found_plates = sorted({im.plate for im in table.images})
     if len(found_plates) > 1:
         raise SchemaError(
             f"LoadData {url} names {len(found_plates)} plates ({', '.join(found_plates[:5])}…); a "
             "cube holds one plate. Pick one with --plates."
         )
-    numbers = {name: number for number, name in names.items()}
-    for channel in sorted({im.channel for im in images} - set(numbers)):
-        number = max(names, default=0) + 1
-        names[number] = channel
-        numbers[channel] = number
-    refs = []
-    for im in images:
-        match = IMAGE_NAME.match(posixpath.basename(im.url))
-        plane = int(match.group("plane")) if match else 1
-        refs.append(ImageRef(im.url, im.row, im.column, im.field, plane, numbers[im.channel]))
+    numbers = _channel_numbers(table, names)
+    refs = [
+        ImageRef(im.url, im.row, im.column, im.field, im.plane, numbers[(im.channel, im.number)])
+        for im in table.images
+    ]
     _check_one_plate(url, refs)
-    return refs, indexes
+    table.meta.instrument = {
+        numbers[(im.channel, im.number)]: table.instrument[im.channel]
+        for im in table.images
+        if im.channel in table.instrument
+    }
+    return refs, table.indexes, table.meta
+
+
+def _channel_numbers(table: LoadData, names: dict[int, str]) -> dict[tuple[str, int | None], int]:
+    """(name, number or None) -> the cube's channel number; ``names`` gets number -> name."""
+    table_names: dict[int, str] = {}
+    for im in table.images:
+        if im.number is not None and table_names.setdefault(im.number, im.channel) != im.channel:
+            raise SchemaError(
+                f"LoadData {table.url} names channel {im.number} both {table_names[im.number]} "
+                f"and {im.channel} (e.g. {im.url}). Fix the table: one name per channel number."
+            )
+    by_name = {name: number for number, name in names.items()}
+    by_name.update({name: number for number, name in table_names.items()})
+    out: dict[tuple[str, int | None], int] = {}
+    for im in table.images:
+        number = im.number if im.number is not None else by_name.get(im.channel)
+        if number is None or table_names.setdefault(number, im.channel) != im.channel:
+            number = max([*table_names, *names], default=0) + 1
+            table_names[number] = im.channel
+            by_name[im.channel] = number
+        out[(im.channel, im.number)] = number
+    names.update(table_names)
+    return out
 
 
 def _channel_map(options: CellPaintingOptions) -> dict[int, str]:
@@ -332,15 +362,23 @@ def _channel_map(options: CellPaintingOptions) -> dict[int, str]:
     return read_channel_map(url, options.source, storage)
 
 
-def _metadata(refs: list[ImageRef], indexes: list[str], options: CellPaintingOptions) -> PlateMeta:
+def _metadata(
+    refs: list[ImageRef],
+    indexes: list[str],
+    options: CellPaintingOptions,
+    table: PlateMeta | None = None,
+) -> PlateMeta:
     """Plate id, batch and source from the keys; the rest from the Harmony index, if any.
 
     ``meta.index_url`` (named by the provenance) is set only when the index was applied.
+    A LoadData table's metadata (``table``) fills what the index did not say.
     """
     where = plate_location(refs[0].url)
     meta = PlateMeta(plate=where["plate"], batch=where["batch"], source=where["source"])
     if indexes:
         _apply_index(read_index(indexes[0], options.storage_options), refs, meta)
+    if table is not None:
+        fill_from_table(meta, table, str(options.load_data))
     if options.pixel_size is not None:
         meta.pixel_size_um = options.pixel_size
     return meta

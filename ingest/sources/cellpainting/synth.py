@@ -121,7 +121,8 @@ def write_synth_plate(
     """Write a synthetic plate under ``dest`` (local path or URL).
 
     Layout: ``dest/<plate>__<timestamp>-<measurement>/Images/rRRcCCfFFp01-chNsk1fk1fl1.tiff``
-    with ``Index.idx.xml`` beside the images, and ``dest/load_data.csv``.
+    with ``Index.idx.xml`` beside the images, and ``dest/load_data.csv`` (its PathName
+    relative to ``dest`` when local, a URL when remote).
 
     Parameters
     ----------
@@ -158,8 +159,12 @@ def write_synth_plate(
     with storage_errors(dest, options):
         fs.pipe_file(join_url(images_path, "Index.idx.xml"), index)
     load_data_url = join_url(dest, "load_data.csv")
+    # Local tables name the images relative to the table's folder (a relative DEST stays
+    # valid from any working directory); remote ones by URL.
+    folder = f"{plate}__{TIMESTAMP}-{measurement}/Images"
+    path_name = folder if is_local(dest) else images_url
     with storage_errors(dest, options):
-        fs.pipe_file(filesystem(load_data_url, options)[1], _load_data(images_url, plate, sites))
+        fs.pipe_file(filesystem(load_data_url, options)[1], _load_data(path_name, plate, sites))
     logger.info("Wrote %d images of plate %s to %s", len(sites) * 8, plate, images_url)
     return SynthPlate(images_url, load_data_url, plate, len(sites) * len(SOURCE4_CHANNELS))
 
