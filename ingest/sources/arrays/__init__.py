@@ -1,7 +1,9 @@
 """The arrays source (``python -m ingest arrays``): folders of .npy/.npz/.pt samples.
 
-:mod:`.catalog` lists, describes and reads the files; :mod:`.source` plans the cube
-(``ArraysSource``, ``ArraysOptions``); :mod:`.reader` fills one shard per write task.
+:mod:`.listing` lists SRC, :mod:`.headers` describes each file, :mod:`.files` reads one
+whole (:mod:`.formats` holds what they share) and :mod:`.catalog` numbers the samples and
+re-exports the others' public names; :mod:`.source` plans the cube (``ArraysSource``,
+``ArraysOptions``); :mod:`.reader` fills one shard per write task.
 """
 
 from __future__ import annotations

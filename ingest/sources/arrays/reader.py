@@ -1,7 +1,7 @@
 """The write half of the ``arrays`` source: read one shard's samples from their files.
 
 Each task covers ``samples_per_shard`` consecutive samples. It reads every file that
-holds one of them once (:func:`~ingest.sources.arrays.catalog.read_file`) and copies
+holds one of them once (:func:`~ingest.sources.arrays.files.read_file`) and copies
 the samples into one block per variable. A batch file that straddles two shards is
 read by both of their tasks (each copies its own samples): shards never share a writer.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from cubes.errors import CubeError, SchemaError
 from ingest.plan import Block, ShardTask
-from ingest.sources.arrays.catalog import read_file
+from ingest.sources.arrays.files import read_file
 
 __all__ = ["ArraysContext", "read_samples"]
 
