@@ -122,7 +122,9 @@ def _labels(stored: zarr.Array, values: Any = None) -> list[str]:
     elif " since " in units and np.asarray(values).dtype.kind in "OM":
         from xarray.coding.times import encode_cf_datetime
 
-        values, _, _ = encode_cf_datetime(values, units, stored.attrs.get("calendar"))
+        values, _, _ = encode_cf_datetime(
+            values, units, str(stored.attrs.get("calendar", "standard"))
+        )
     if " since " in units:
         return [repr(float(v)) for v in np.asarray(values)]
     return [str(v) for v in np.asarray(values)]

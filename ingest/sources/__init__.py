@@ -12,4 +12,6 @@ from ingest.sources.base import ArgumentError, Source, SourceOptions
 
 __all__ = ["SOURCES", "ArgumentError", "Source", "SourceOptions"]
 
-SOURCES: dict[str, Source] = {source.name: source for source in (cellpainting.SOURCE, netcdf.SOURCE)}
+SOURCES: dict[str, Source] = {
+    source.name: source for source in (cellpainting.SOURCE, netcdf.SOURCE)
+}

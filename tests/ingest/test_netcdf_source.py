@@ -1,4 +1,4 @@
-"""``python -m ingest netcdf``: synthetic climate files -> a climate cube, checked against xarray."""
+"""``python -m ingest netcdf``: synthetic climate files -> a cube, checked against xarray."""
 
 from __future__ import annotations
 

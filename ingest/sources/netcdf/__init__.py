@@ -22,7 +22,9 @@ class NetcdfSource:
     """The ``netcdf`` sub-command (see :class:`ingest.sources.base.Source`)."""
 
     name = "netcdf"
-    help = "NetCDF/HDF5 files of a model run (folder, glob, s3:// prefix or URL list) -> climate cube"
+    help = (
+        "NetCDF/HDF5 files of a model run (folder, glob, s3:// prefix or URL list) -> climate cube"
+    )
     examples: tuple[str, ...] = (
         "python -m ingest netcdf demo-data/climate demo-data/climate.zarr",
         "python -m ingest netcdf 's3://bucket/run1/*.nc' s3://bucket/run1.zarr --variables T,q_H2O",
