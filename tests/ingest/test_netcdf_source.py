@@ -156,3 +156,21 @@ def test_s3_roundtrip(climate: tuple[Path, list[str]], bucket, cube: xr.Dataset)
     _assert_values(ds, files, VARIABLES)
     assert ds.time.values[0].calendar == "noleap"
     assert fs.exists(f"{bucket.name}/cube.quality.json")
+
+
+def test_steps_per_shard_and_keep_packing(
+    climate: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import zarr
+
+    root, files = climate
+    dest = str(root / "s5.zarr")
+    src = str(root / "urls.txt")
+    assert main(["netcdf", src, dest, "--steps-per-shard", "5", "--no-progress"]) == 0
+    array = zarr.open_array(dest, path="T", mode="r")
+    assert array.shards == (5, 4, 8, 16) and array.chunks == (1, 4, 8, 16)
+    assert zarr.open_array(dest, path="time", mode="r").attrs["calendar"] == "noleap"
+    _assert_values(cubes.open_cube(dest).load(), files, ("T", "cldfrac"))
+    capsys.readouterr()
+    assert main(["netcdf", src, str(root / "kp.zarr"), "--keep-packing", "--no-progress"]) == 2
+    assert "--keep-packing" in capsys.readouterr().err
