@@ -12,6 +12,7 @@ import logging
 import os
 from typing import Any
 
+import numpy as np
 import zarr
 
 from cubes import conventions as cv
@@ -106,7 +107,24 @@ def _same_schema(group: zarr.Group, plan: IngestPlan) -> bool:
             return False
         dims.update(str(d) for d in t[name].dims)
     return all(
-        [str(v) for v in group_array(group, dim)[...]] == [str(v) for v in t[dim].values]
+        _labels(group_array(group, dim)) == _labels(group_array(group, dim), t[dim].values)
         for dim in sorted(dims)
         if dim in t.coords and dim in group
     )
+
+
+def _labels(stored: zarr.Array, values: Any = None) -> list[str]:
+    """A coordinate's labels as text: ``values`` (else the stored ones); CF times as their
+    numbers in the stored ``units``/``calendar``, as the cube holds them."""
+    units = str(stored.attrs.get("units", ""))
+    if values is None:
+        values = stored[...]
+    elif " since " in units and np.asarray(values).dtype.kind in "OM":
+        from xarray.coding.times import encode_cf_datetime
+
+        values, _, _ = encode_cf_datetime(
+            values, units, str(stored.attrs.get("calendar", "standard"))
+        )
+    if " since " in units:
+        return [repr(float(v)) for v in np.asarray(values)]
+    return [str(v) for v in np.asarray(values)]

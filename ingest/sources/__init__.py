@@ -7,11 +7,11 @@ Adding a format is adding a module (or folder) and a line here.
 
 from __future__ import annotations
 
-from ingest.sources import arrays, cellpainting
+from ingest.sources import arrays, cellpainting, netcdf
 from ingest.sources.base import ArgumentError, Source, SourceOptions
 
 __all__ = ["SOURCES", "ArgumentError", "Source", "SourceOptions"]
 
 SOURCES: dict[str, Source] = {
-    source.name: source for source in (cellpainting.SOURCE, arrays.SOURCE)
+    source.name: source for source in (cellpainting.SOURCE, netcdf.SOURCE, arrays.SOURCE)
 }

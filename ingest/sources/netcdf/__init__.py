@@ -1,1 +1,95 @@
-"""The NetCDF/HDF5 source (``python -m ingest netcdf``): catalog, header reading, synth."""
+"""The NetCDF/HDF5 source (``python -m ingest netcdf``): catalog, header reading, synth.
+
+Many NetCDF-3/4 or HDF5 files of one model run (a folder, a glob, an ``s3://``
+prefix or a list of URLs) become one climate cube ``var (time, [level,] lat,
+lon)``: headers are read while planning (:mod:`.catalog`), each write task
+reads the files of one time shard (:mod:`.reader`), see :mod:`.planning`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ingest.plan import IngestPlan
+from ingest.sources.base import ON_ERROR, ArgumentError
+from ingest.sources.netcdf.planning import NetcdfOptions, plan
+
+__all__ = ["SOURCE", "NetcdfOptions", "NetcdfSource", "plan"]
+
+
+class NetcdfSource:
+    """The ``netcdf`` sub-command (see :class:`ingest.sources.base.Source`)."""
+
+    name = "netcdf"
+    help = (
+        "NetCDF/HDF5 files of a model run (folder, glob, s3:// prefix or URL list) -> climate cube"
+    )
+    examples: tuple[str, ...] = (
+        "python -m ingest netcdf demo-data/climate demo-data/climate.zarr",
+        "python -m ingest netcdf 's3://bucket/run1/*.nc' s3://bucket/run1.zarr --variables T,q_H2O",
+        "python -m ingest netcdf urls.txt s3://bucket/era.zarr --concat-dim time "
+        "--steps-per-shard 4 --on-error skip",
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add this source's options to the ``python -m ingest netcdf`` parser."""
+        parser.add_argument(
+            "--variables",
+            default=None,
+            metavar="A,B",
+            help="comma-separated data variables to keep (default: every variable on the "
+            "record dim)",
+        )
+        parser.add_argument(
+            "--concat-dim",
+            default=None,
+            metavar="DIM",
+            help="the record dim the files are joined along (default: the unlimited dim, else "
+            "'time')",
+        )
+        parser.add_argument(
+            "--steps-per-shard",
+            type=int,
+            default=None,
+            metavar="N",
+            help="time steps per shard and write task (default: up to 8, shards <= 64 MB)",
+        )
+        parser.add_argument(
+            "--keep-packing",
+            action="store_true",
+            help="store packed integers with scale_factor/add_offset (not supported yet)",
+        )
+        parser.add_argument(
+            "--on-error",
+            choices=ON_ERROR,
+            default="fail",
+            help="an unreadable file stops the job (fail), or is left out, its steps marked "
+            "absent in 'present' and listed in the quality report (skip)",
+        )
+
+    def options_from_args(
+        self, args: argparse.Namespace, storage_options: dict[str, Any]
+    ) -> NetcdfOptions:
+        """The options from parsed arguments; :class:`ArgumentError` for unusable values."""
+        variables = None
+        if args.variables is not None:
+            variables = tuple(v.strip() for v in args.variables.split(",") if v.strip())
+            if not variables:
+                raise ArgumentError(f"--variables {args.variables!r}: name at least one variable.")
+        return NetcdfOptions(
+            storage_options=storage_options,
+            endpoint_url=args.endpoint_url,
+            on_error=args.on_error,
+            variables=variables,
+            concat_dim=args.concat_dim,
+            steps_per_shard=args.steps_per_shard,
+            keep_packing=args.keep_packing,
+        )
+
+    def plan(self, src: str, dest: str, options: NetcdfOptions) -> list[IngestPlan]:
+        """The climate cube's plan; see :func:`.planning.plan`."""
+        return plan(src, dest, options)
+
+
+SOURCE = NetcdfSource()
