@@ -289,7 +289,7 @@ def _wrote(result: IngestResult, *, verb: str = "wrote") -> str:
     if result.n_tasks == 0:
         return f"{result.dest} is up to date: nothing written"
     return (
-        f"{verb} {result.dest}: {result.n_inputs} input files in {result.n_tasks} tasks, "
+        f"{verb} {result.dest}: {result.n_inputs} inputs in {result.n_tasks} tasks, "
         f"{result.bytes_written / 1e6:.1f} MB"
     )
 

@@ -111,7 +111,7 @@ def test_messages_keep_the_case_of_paths(capsys, local_plate, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     args = ["cellpainting", str(local_plate), "demo-data/plate.zarr", "--no-progress"]
     assert main(args) == 0
-    assert "Wrote demo-data/plate.zarr: 48 input files" in capsys.readouterr().out
+    assert "Wrote demo-data/plate.zarr: 48 inputs" in capsys.readouterr().out
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.startswith("demo-data/plate.zarr is up to date: nothing written")

@@ -119,14 +119,7 @@ def test_folder_and_glob_sources(climate: tuple[Path, list[str]]) -> None:
     assert len(list_files(str(root / "src" / "*_2000-0[12].nc"), {})) == 2
 
 
-SCALAR_STATS_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="ingest/output.py CubeOutput.finalize assigns the (1,) statistics of a variable "
-    "without a level dim to its 0-d variable; 'finalize' does not use the source's ClimateOutput",
-)
-
-
-@pytest.mark.parametrize("variables", ["T", pytest.param("T_surf,T", marks=SCALAR_STATS_BUG)])
+@pytest.mark.parametrize("variables", ["T", "T_surf,T"])
 def test_array_slices_then_finalize(
     climate: tuple[Path, list[str]], cube: xr.Dataset, variables: str
 ) -> None:

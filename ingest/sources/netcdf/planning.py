@@ -28,7 +28,6 @@ from cubes import conventions as cv
 from cubes.errors import SchemaError, SourceNotFoundError
 from cubes.layout import Layout, StatSpec
 from cubes.store import filesystem, is_local, storage_errors
-from ingest.output import CubeOutput
 from ingest.plan import IngestPlan, ShardTask
 from ingest.sources.base import ArgumentError, SourceOptions
 from ingest.sources.netcdf.catalog import Catalog, read_catalog
@@ -176,37 +175,8 @@ def plan(src: str, dest: str, options: NetcdfOptions) -> list[IngestPlan]:
             context=_context(cat, size, options),
             ignored=[url for url, _ in cat.skipped],
             attrs=_attrs(src, cat),
-            output=ClimateOutput(),
         )
     ]
-
-
-class ClimateOutput(CubeOutput):
-    """A cube whose statistics over no group are stored as scalars.
-
-    The writer computes every statistic per group, shape ``(1,)`` without one;
-    :meth:`CubeOutput.finalize` would assign that to the 0-d variable and fail.
-    """
-
-    def finalize(
-        self,
-        plan: IngestPlan,
-        options: dict[str, Any],
-        mask: np.ndarray,
-        stats: dict[str, dict[str, np.ndarray]],
-        quality: dict[str, Any],
-    ) -> None:
-        """:meth:`CubeOutput.finalize`, the statistics shaped like their variables."""
-        shaped = {
-            var: {
-                stat: np.asarray(a).reshape(plan.template[plan.layout.stat_var(var, stat)].shape)
-                if plan.layout.stat_var(var, stat) in plan.template
-                else a
-                for stat, a in values.items()
-            }
-            for var, values in stats.items()
-        }
-        super().finalize(plan, options, mask, shaped, quality)
 
 
 def _level_dim(cat: Catalog, name: str) -> str | None:
