@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 
 from cubes.errors import SchemaError
-from ingest import _netcdf_header
+from ingest.sources.netcdf import _header as _netcdf_header
 from ingest.sources.netcdf.catalog import read_catalog, read_steps
 from ingest.sources.netcdf.synth import write_synth_climate
 
