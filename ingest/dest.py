@@ -18,6 +18,7 @@ import zarr
 from cubes import conventions as cv
 from cubes.errors import CubeExistsError
 from cubes.store import filesystem, group_array, is_local, join_url, storage_errors, zarr_store
+from ingest.append import append_in_place
 from ingest.journal import journal_started, remove_journal
 from ingest.output import output_of
 from ingest.plan import IngestPlan
@@ -31,9 +32,10 @@ def prepare_dest(
     plan: IngestPlan, options: dict[str, Any], overwrite: bool, *, shared: bool = False
 ) -> str:
     """Check and clear the destination: ``"new"`` (create the schema), ``"resume"`` (an
-    interrupted ingest of this plan), or ``"done"`` (a complete cube of this very plan:
-    same schema and input files, so re-running, or appending plates to a batch, is a
-    no-op).
+    interrupted ingest of this plan), ``"append"`` (a complete cube of an earlier part of
+    this plan's record axis, now grown to it: :mod:`ingest.append`), or ``"done"`` (a
+    complete cube of this very plan: same schema and input files, so re-running, or
+    appending plates to a batch, is a no-op).
 
     ``shared``: slices of an array job write DEST together, so the schema is
     created idempotently (never removed, whoever created it).
@@ -85,6 +87,8 @@ def _existing(plan: IngestPlan, options: dict[str, Any]) -> str:
         if complete:
             logger.info("%s is complete and up to date: nothing to write", dest)
         return "done" if complete else "resume"
+    if complete and append_in_place(plan, group, options):
+        return "append"
     if same and complete is False:  # the source changed under an interrupted run
         raise CubeExistsError(
             f"{dest} holds an incomplete cube of the same coordinates but other input files than "

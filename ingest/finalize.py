@@ -126,6 +126,7 @@ def _plan_of_cube(dest: str, options: dict[str, Any], manifest: dict[str, Any]) 
     ]
     provenance = dict(template.attrs.get(cv.ATTR_PROVENANCE, {}))
     shape = manifest.get("task_shape")
+    append_dim = manifest.get("append_dim")
     return IngestPlan(
         source_format=str(provenance.get("source_format", "")),
         src=str(manifest.get("source", "")),
@@ -135,6 +136,7 @@ def _plan_of_cube(dest: str, options: dict[str, Any], manifest: dict[str, Any]) 
         layout=layout_of(template.attrs, dest),
         tasks=tasks,
         task_shape=tuple(shape) if shape else None,
+        append_dim=str(append_dim) if append_dim else None,
         reader=_no_reader,
         context=None,
         ignored=list(manifest.get("ignored", [])),
@@ -186,7 +188,11 @@ def complete(
         output.finalize(
             plan, options, mask, stats, {"counts": report["counts"], "report": report_url}
         )
-        if output.journal:
+        if output.journal and plan.append_dim is None:
             remove_journal(plan.dest, options)
+        elif output.journal:  # the markers stay: the exact partial statistics appends merge
+            fs, path = filesystem(manifest_url(plan.dest), options)
+            if fs.exists(path):
+                fs.rm_file(path)
     logger.info("%s complete: %s", plan.dest, summary_line(report))
     return stats, report

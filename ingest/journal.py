@@ -23,6 +23,7 @@ from ingest.stats import ChannelStats
 
 __all__ = [
     "journal_started",
+    "marker_url",
     "journal_url",
     "list_done",
     "load_done",
@@ -38,7 +39,7 @@ def journal_url(dest: str) -> str:
     return (stem[: -len(".zarr")] if stem.endswith(".zarr") else stem) + ".ingest"
 
 
-def _marker(dest: str, index: tuple[int, ...]) -> str:
+def marker_url(dest: str, index: tuple[int, ...]) -> str:
     return join_url(journal_url(dest), "done", "-".join(str(i) for i in index) + ".npz")
 
 
@@ -59,7 +60,7 @@ def record_done(
     arrays.update(present=present, skipped=np.array(json.dumps(skipped)))
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # uncompressed: 0.4 ms instead of ~30 ms per field
-    url = _marker(dest, index)
+    url = marker_url(dest, index)
     fs, path = filesystem(url, options)
     with storage_errors(url, options):
         if is_local(url):  # write then rename: a killed job never leaves half a marker
@@ -84,7 +85,7 @@ def load_done(
     dest: str, options: dict[str, Any], index: tuple[int, ...]
 ) -> tuple[np.ndarray, dict[str, ChannelStats], list[tuple[str, str]], dict[str, np.ndarray]]:
     """What :func:`record_done` wrote for ``index``."""
-    url = _marker(dest, index)
+    url = marker_url(dest, index)
     fs, path = filesystem(url, options)
     with storage_errors(url, options):
         data = np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)

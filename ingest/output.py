@@ -127,7 +127,7 @@ class CubeOutput:
     ) -> None:
         """Mask, statistics and provenance counts; then ``cube_complete`` and consolidation."""
         store = zarr_store(plan.dest, options, read_only=False)
-        group = zarr.open_group(store, mode="r+", zarr_format=3)
+        group = zarr.open_group(store, mode="r+", zarr_format=3, use_consolidated=False)
         if plan.layout.mask is not None:
             group_array(group, plan.layout.mask)[...] = mask
         for variable, values in stats.items():

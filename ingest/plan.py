@@ -91,6 +91,12 @@ class IngestPlan:
     ignored
         Files under SRC that look like inputs but that the plan leaves out
         (unparseable names); named in the quality report.
+    stats_mask
+        Which positions of the first sample dim count for the statistics (the
+        training period of a climate cube); None: all present ones.
+    append_dim
+        The record dim a later run may extend in place (a climate cube's
+        ``time``; :mod:`ingest.append`); None: the cube is written whole.
     output
         Where the cube goes (:class:`ingest.output.CubeOutput` by default; a
         source may bring its own, such as the plates' OME-NGFF export).
@@ -111,6 +117,8 @@ class IngestPlan:
     extras: dict[str, Callable[[], np.ndarray]] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
     attrs: dict[str, Any] = field(default_factory=dict)
+    stats_mask: np.ndarray | None = None
+    append_dim: str | None = None
     output: Any = None
 
     @property

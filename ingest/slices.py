@@ -148,6 +148,7 @@ def _manifest(plan: IngestPlan, count: int, slices: dict[int, list[Index]]) -> d
         "source": plan.src,
         "slices": {str(k): [list(i) for i in v] for k, v in sorted(slices.items())},
         "task_shape": list(plan.task_shape) if plan.task_shape else None,
+        "append_dim": plan.append_dim,
         "ignored": sorted(plan.ignored),
     }
 

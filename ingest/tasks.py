@@ -80,6 +80,8 @@ class Job:
     derived: dict[str, Any]
     locate: Any  # (variable, task index) -> (array path, selection)
     task_shape: tuple[int, ...] | None = None
+    fingerprint: str = ""  # the plan's: arrays opened for another plan are not reused
+    stats_mask: np.ndarray | None = None  # over the first sample dim: what the stats count
     gather: bool = False  # derived shards written by one gather task per group
     journal: bool = False  # record each finished task (resume after interruption)
 
@@ -108,6 +110,8 @@ class Job:
             plan.derived,
             output.locator(plan),
             plan.task_shape,
+            plan.fingerprint,
+            plan.stats_mask,
             gather=bool(plan.derived) and output.gather,
             journal=output.journal,
         )
@@ -138,13 +142,17 @@ def write_task(task: ShardTask, job: Job) -> Partial:
     shape = job.task_shape or (1,) * len(task.index)
     region = tuple(slice(i * s, (i + 1) * s) for i, s in zip(task.index, shape, strict=True))
     present = present.reshape(_region_shape(job.mask_shape, region))
+    counted = present
+    if job.stats_mask is not None:  # e.g. a training period: the others are stored, not counted
+        period = job.stats_mask[region[0]].reshape(-1, *[1] * (present.ndim - 1))
+        counted = present & period
     stats = {}
     for name, info in job.variables.items():
         block = data[name].reshape(_region_shape(info.shape, region))
         path, selection = job.locate(name, task.index)
-        array = open_array(job.dest, job.options, path)
+        array = open_array(job, path)
         array[selection] = block.reshape(_region_shape(array.shape, selection))
-        stats[name] = _stats(block, info, present, job.mask_dims)
+        stats[name] = _stats(block, info, counted, job.mask_dims)
     derived = {}
     first = data[next(iter(job.variables))]
     for name, derive in job.derived.items():
@@ -152,7 +160,7 @@ def write_task(task: ShardTask, job: Job) -> Partial:
             derived[(name, task.index)] = derive(first)
         else:
             path, selection = job.locate(name, task.index)
-            open_array(job.dest, job.options, path)[selection] = derive(first)
+            open_array(job, path)[selection] = derive(first)
     if job.journal:  # after the shards: the marker proves them written
         blocks = {name: block for (name, _), block in derived.items()}
         record_done(job.dest, job.options, task.index, present, stats, skipped, blocks)
@@ -170,7 +178,7 @@ def gather(job: Job, key: Index, done: list[Index], *parts: Partial) -> Partial:
     items = [*loaded, *parts]
     merged = items[0].merge(*items[1:])
     for name in job.derived if merged.derived else ():
-        array = open_array(job.dest, job.options, name)
+        array = open_array(job, name)
         shard = np.zeros(array.shape[len(key) :], dtype=array.dtype)
         for (var, index), data in merged.derived.items():
             if var == name:
@@ -182,7 +190,7 @@ def gather(job: Job, key: Index, done: list[Index], *parts: Partial) -> Partial:
 
 def write_extra(name: str, make: Any, job: Job) -> None:
     """Write a whole small variable (illumination functions) computed by ``make()``."""
-    open_array(job.dest, job.options, name)[...] = make()
+    open_array(job, name)[...] = make()
 
 
 def delayed_tasks(
@@ -204,22 +212,24 @@ def delayed_tasks(
     return [gather_group(spec, key, old, *new) for key, (new, old) in groups.items()]
 
 
-_arrays: dict[tuple[int, str, str, str], zarr.Array] = {}
+_arrays: dict[tuple[int, str, str, str, str], zarr.Array] = {}
 _arrays_lock = threading.Lock()
 
 
-def open_array(dest: str, options: dict[str, Any], variable: str) -> zarr.Array:
-    """The destination array, opened once per process (workers never share handles).
+def open_array(job: Job, variable: str) -> zarr.Array:
+    """The destination array, opened once per process and plan (workers never share
+    handles; a cube grown by an append, or replaced, is another plan: opened afresh).
 
     ``write_empty_chunks``: zarr otherwise compares every shard and every inner
     chunk with the fill value before encoding it (~110 ms of CPU per 1080² field
     of 8 channels, half our encode time); a missing input is marked in the
     mask and its zeros compress to almost nothing.
     """
-    key = (os.getpid(), dest, json.dumps(options, sort_keys=True, default=str), variable)
+    options = json.dumps(job.options, sort_keys=True, default=str)
+    key = (os.getpid(), job.dest, options, variable, job.fingerprint)
     with _arrays_lock:
         if key not in _arrays:
-            store = zarr_store(dest, options, read_only=False)
+            store = zarr_store(job.dest, job.options, read_only=False)
             array = zarr.open_array(store, path=variable, mode="r+", zarr_format=3)
             _arrays[key] = array.with_config({"write_empty_chunks": True})
         return _arrays[key]

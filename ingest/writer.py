@@ -267,8 +267,8 @@ def _run_tasks(
             totals.append(None)
             continue
         job = Job.of(plan, options, output_of(plan))
-        done = list_done(plan.dest, options) if state == "resume" else set()
-        if state == "resume":
+        done = list_done(plan.dest, options) if state in ("resume", "append") else set()
+        if state in ("resume", "append"):
             logger.log(
                 logging.WARNING if chosen is None else logging.INFO,
                 "%s: %d of %d tasks already done",

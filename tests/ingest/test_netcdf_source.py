@@ -151,7 +151,7 @@ def test_s3_roundtrip(climate: tuple[Path, list[str]], bucket, cube: xr.Dataset)
     assert fs.exists(f"{bucket.name}/cube.quality.json")
 
 
-def test_steps_per_shard_and_keep_packing(
+def test_steps_per_shard_and_stats_period(
     climate: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     import zarr
@@ -164,6 +164,22 @@ def test_steps_per_shard_and_keep_packing(
     assert array.shards == (5, 4, 8, 16) and array.chunks == (1, 4, 8, 16)
     assert zarr.open_array(dest, path="time", mode="r").attrs["calendar"] == "noleap"
     _assert_values(cubes.open_cube(dest).load(), files, ("T", "cldfrac"))
+    period = str(root / "period.zarr")
+    args = ["netcdf", src, period, "--stats-period", "2000-01-20/2000-02-05", "--no-progress"]
+    assert main(args) == 0
+    ds = cubes.open_cube(period).load()
+    inside = ds.sel(time=slice("2000-01-20", "2000-02-05"))
+    assert inside.sizes["time"] == 17
+    for name in ("T_surf", "cldfrac"):
+        values = inside[name].values
+        assert float(ds[f"{name}_mean"]) == pytest.approx(np.nanmean(values), rel=1e-6)
+        assert float(ds[f"{name}_max"]) == np.nanmax(values)
+        assert ds[f"{name}_mean"].attrs["period"] == "2000-01-20/2000-02-05"
+    np.testing.assert_allclose(
+        ds["T_mean"].values, np.nanmean(inside["T"].values, axis=(0, 2, 3)), rtol=1e-6
+    )
+    assert ds.sizes["time"] == 59  # every step stored; only the period counted
     capsys.readouterr()
-    assert main(["netcdf", src, str(root / "kp.zarr"), "--keep-packing", "--no-progress"]) == 2
-    assert "--keep-packing" in capsys.readouterr().err
+    bad = ["netcdf", src, str(root / "bad.zarr"), "--stats-period", "2010-01-01/2011-01-01"]
+    assert main(bad) == 2
+    assert "holds no step" in capsys.readouterr().err

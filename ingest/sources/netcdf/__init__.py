@@ -56,9 +56,11 @@ class NetcdfSource:
             help="time steps per shard and write task (default: up to 8, shards <= 64 MB)",
         )
         parser.add_argument(
-            "--keep-packing",
-            action="store_true",
-            help="store packed integers with scale_factor/add_offset (not supported yet)",
+            "--stats-period",
+            default=None,
+            metavar="START/END",
+            help="compute the statistics over the steps of this period only, e.g. the "
+            "training period 2000-01-01/2009-12-31 (default: all steps)",
         )
         parser.add_argument(
             "--on-error",
@@ -84,12 +86,22 @@ class NetcdfSource:
             variables=variables,
             concat_dim=args.concat_dim,
             steps_per_shard=args.steps_per_shard,
-            keep_packing=args.keep_packing,
+            stats_period=_period(args.stats_period),
         )
 
     def plan(self, src: str, dest: str, options: NetcdfOptions) -> list[IngestPlan]:
         """The climate cube's plan; see :func:`.planning.plan`."""
         return plan(src, dest, options)
+
+
+def _period(text: str | None) -> tuple[str, str] | None:
+    """``START/END`` (dates or date-times as xarray selects them) or None."""
+    if text is None:
+        return None
+    start, sep, end = text.partition("/")
+    if not sep or not start.strip() or not end.strip():
+        raise ArgumentError(f"--stats-period {text!r}: give START/END, e.g. 2000-01-01/2009-12-31.")
+    return start.strip(), end.strip()
 
 
 SOURCE = NetcdfSource()

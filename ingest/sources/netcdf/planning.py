@@ -74,14 +74,15 @@ class NetcdfOptions(SourceOptions):
         The record dimension (default: the unlimited dim, else ``time``).
     steps_per_shard
         Time steps per shard and write task (default: :func:`steps_per_shard`).
-    keep_packing
-        Store the packed integers (not supported yet: :class:`ArgumentError`).
+    stats_period
+        ``(start, end)``: the statistics count the steps of this period only
+        (a training period, as anemoi-datasets does); None: all steps.
     """
 
     variables: tuple[str, ...] | None = None
     concat_dim: str | None = None
     steps_per_shard: int | None = None
-    keep_packing: bool = False
+    stats_period: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -136,11 +137,6 @@ def steps_per_shard(cat: Catalog, wanted: int | None = None) -> int:
 
 def plan(src: str, dest: str, options: NetcdfOptions) -> list[IngestPlan]:
     """Plan the climate cube of the NetCDF files SRC names (headers only)."""
-    if options.keep_packing:
-        raise ArgumentError(
-            "--keep-packing is not supported yet: files may pack a variable with different "
-            "scale_factor/add_offset each. Leave it out to store decoded float32."
-        )
     urls = list_files(src, options.storage_options)
     cat = read_catalog(
         urls,
@@ -171,12 +167,40 @@ def plan(src: str, dest: str, options: NetcdfOptions) -> list[IngestPlan]:
             layout=layout,
             tasks=_tasks(cat, size),
             task_shape=(size,),
+            append_dim=cat.record_dim,
+            stats_mask=_period_mask(template, cat.record_dim, options.stats_period, src),
             reader=read_block,
             context=_context(cat, size, options),
             ignored=[url for url, _ in cat.skipped],
             attrs=_attrs(src, cat),
         )
     ]
+
+
+def _period_mask(
+    template: xr.Dataset, dim: str, period: tuple[str, str] | None, src: str
+) -> np.ndarray | None:
+    """The steps of ``period`` on the record axis; they and only they count for statistics."""
+    if period is None:
+        return None
+    positions = xr.DataArray(np.arange(template.sizes[dim]), coords={dim: template[dim].values})
+    try:
+        chosen = positions.sel({dim: slice(*period)}).values
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArgumentError(
+            f"--stats-period {'/'.join(period)}: not a period of the time axis of {src} ({exc})."
+        ) from exc
+    if not len(chosen):
+        first, last = template[dim].values[[0, -1]]
+        raise ArgumentError(
+            f"--stats-period {'/'.join(period)} holds no step of {src} ({first} .. {last})."
+        )
+    mask = np.zeros(template.sizes[dim], dtype=bool)
+    mask[chosen] = True
+    for name in template.data_vars:
+        if "stat" in template[name].attrs:
+            template[name].attrs["period"] = "/".join(period)
+    return mask
 
 
 def _level_dim(cat: Catalog, name: str) -> str | None:
@@ -235,7 +259,7 @@ def _template(cat: Catalog, size: int) -> tuple[xr.Dataset, dict[str, dict[str, 
         stat_shape = (info.shape[info.dims.index(level) - 1],) if level else ()
         for stat in STATS:
             full = da.full(stat_shape, np.nan, dtype=np.float64)
-            data_vars[f"{name}_{stat}"] = xr.Variable(stat_dims, full)
+            data_vars[f"{name}_{stat}"] = xr.Variable(stat_dims, full, {"stat": stat})
     return xr.Dataset(data_vars, coords=coords), encoding
 
 
