@@ -30,6 +30,7 @@ class SourceContract:
 
     name: str = ""
     extra_args: tuple[str, ...] = ()
+    keeps_journal = False  # appendable cubes keep theirs: the ledger of per-task statistics
 
     # --- hooks ---------------------------------------------------------------------------
 
@@ -121,4 +122,4 @@ class SourceContract:
         a = cubes.open_cube(str(whole), require_complete=True)
         b = cubes.open_cube(str(killed), require_complete=True)
         xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
-        assert not (tmp_path / journal_url(killed.name)).exists()
+        assert (tmp_path / journal_url(killed.name)).exists() == self.keeps_journal

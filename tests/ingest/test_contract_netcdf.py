@@ -12,6 +12,7 @@ from tests.ingest.contract import SourceContract
 class TestNetcdfContract(SourceContract):
     name = "netcdf"
     extra_args = ("--steps-per-shard", "8")
+    keeps_journal = True
 
     def make_input(self, root: Path) -> str:
         synth = write_synth_climate(str(root), years=1, grid=(4, 8), seed=2)

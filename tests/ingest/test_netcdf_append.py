@@ -57,16 +57,19 @@ def test_new_files_extend_the_time_axis_exactly(months, tmp_path, capsys, caplog
 
 
 def test_only_the_new_steps_are_written(months, tmp_path):
-    src = _folder(tmp_path / "src", months[:2])  # Jan, Feb: 59 steps -> shards 0..7
+    src = _folder(tmp_path / "src", months[:11])  # Jan..Nov: 334 steps, shards of 8
     dest = tmp_path / "cube.zarr"
     assert _run(src, str(dest)) == 0
     shards = dest / "T_surf" / "c"
     before = {p: p.stat().st_mtime_ns for p in shards.rglob("*") if p.is_file()}
-    _folder(tmp_path / "src", months[2:3])  # March: steps 59..89
+    _folder(tmp_path / "src", months[11:12])  # December: steps 334..364
     assert _run(src, str(dest)) == 0
     after = {p: p.stat().st_mtime_ns for p in shards.rglob("*") if p.is_file()}
     rewritten = sorted(int(p.parts[-3]) for p in before if after[p] != before[p])
-    assert rewritten == [7]  # the shard holding the old last step (56..63), nothing earlier
+    # tasks span 64 steps (two monthly files): the task holding the old last step (333),
+    # steps 320..383 = shards 40..47, is redone; of the stored shards that is 40 and 41
+    assert rewritten == [40, 41]
+    assert len(after) == -(-365 // 8)
     assert (dest.parent / journal_url(dest.name) / "done").exists()  # the ledger stays
 
 

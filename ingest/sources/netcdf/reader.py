@@ -35,8 +35,8 @@ class ReadContext:
         The record dimension (moved first when reading).
     variables
         The cube's data variables, in order.
-    steps_per_shard
-        ``S``: record steps per task.
+    steps_per_task
+        Record steps per task (whole shards).
     n_steps
         Length of the record axis.
     shapes
@@ -51,7 +51,7 @@ class ReadContext:
     storage_options: dict[str, Any]
     record_dim: str
     variables: tuple[str, ...]
-    steps_per_shard: int
+    steps_per_task: int
     n_steps: int
     shapes: dict[str, tuple[int, ...]]
     engines: dict[str, str] = field(default_factory=dict)
@@ -69,8 +69,8 @@ def read_block(task: ShardTask, context: ReadContext) -> Block:
         ``data[var]`` of shape ``(S_k, *shape)`` float32 (NaN where absent) and
         ``present`` of shape ``(S_k,)``; ``S_k`` is ``S`` except for the last shard.
     """
-    start = task.index[0] * context.steps_per_shard
-    stop = min(start + context.steps_per_shard, context.n_steps)
+    start = task.index[0] * context.steps_per_task
+    stop = min(start + context.steps_per_task, context.n_steps)
     data = {
         name: np.full((stop - start, *context.shapes[name]), np.nan, dtype=np.float32)
         for name in context.variables
