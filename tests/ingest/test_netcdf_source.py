@@ -164,6 +164,14 @@ def test_steps_per_shard_and_stats_period(
     assert array.shards == (5, 4, 8, 16) and array.chunks == (1, 4, 8, 16)
     assert zarr.open_array(dest, path="time", mode="r").attrs["calendar"] == "noleap"
     _assert_values(cubes.open_cube(dest).load(), files, ("T", "cldfrac"))
+    tiled = str(root / "tiled.zarr")
+    assert main(["netcdf", src, tiled, "--chunks", "time=1,lat=3,lon=8", "--no-progress"]) == 0
+    array = zarr.open_array(tiled, path="T", mode="r")
+    assert array.chunks == (1, 4, 3, 8) and array.shards[2:] == (9, 16)
+    _assert_values(cubes.open_cube(tiled).load(), files, ("T", "T_surf"))
+    capsys.readouterr()
+    assert main(["netcdf", src, str(root / "x.zarr"), "--chunks", "latitude=3"]) == 2
+    assert "latitude" in capsys.readouterr().err
     period = str(root / "period.zarr")
     args = ["netcdf", src, period, "--stats-period", "2000-01-20/2000-02-05", "--no-progress"]
     assert main(args) == 0

@@ -56,6 +56,13 @@ class NetcdfSource:
             help="time steps per shard and write task (default: up to 8, shards <= 64 MB)",
         )
         parser.add_argument(
+            "--chunks",
+            default=None,
+            metavar="DIM=N,…",
+            help="chunk sizes by dim, e.g. lat=181,lon=360 for spatial tiles (default: one time "
+            "step x the full grid per chunk, what training reads)",
+        )
+        parser.add_argument(
             "--stats-period",
             default=None,
             metavar="START/END",
@@ -87,11 +94,25 @@ class NetcdfSource:
             concat_dim=args.concat_dim,
             steps_per_shard=args.steps_per_shard,
             stats_period=_period(args.stats_period),
+            chunks=_chunks(args.chunks),
         )
 
     def plan(self, src: str, dest: str, options: NetcdfOptions) -> list[IngestPlan]:
         """The climate cube's plan; see :func:`.planning.plan`."""
         return plan(src, dest, options)
+
+
+def _chunks(text: str | None) -> dict[str, int] | None:
+    """``lat=181,lon=360`` as a dict; :class:`ArgumentError` for anything else."""
+    if text is None:
+        return None
+    out = {}
+    for part in text.split(","):
+        dim, sep, size = part.partition("=")
+        if not sep or not dim.strip() or not size.strip().isdigit() or int(size) < 1:
+            raise ArgumentError(f"--chunks {text!r}: give DIM=N pairs, e.g. lat=181,lon=360.")
+        out[dim.strip()] = int(size)
+    return out
 
 
 def _period(text: str | None) -> tuple[str, str] | None:

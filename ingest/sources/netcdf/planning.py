@@ -76,6 +76,8 @@ class NetcdfOptions(SourceOptions):
         The record dimension (default: the unlimited dim, else ``time``).
     steps_per_shard
         Time steps per shard and write task (default: :func:`steps_per_shard`).
+    chunks
+        Chunk sizes by dim (``{"lat": 181}``); default one step x the full grid.
     stats_period
         ``(start, end)``: the statistics count the steps of this period only
         (a training period, as anemoi-datasets does); None: all steps.
@@ -85,6 +87,7 @@ class NetcdfOptions(SourceOptions):
     concat_dim: str | None = None
     steps_per_shard: int | None = None
     stats_period: tuple[str, str] | None = None
+    chunks: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -167,7 +170,8 @@ def plan(src: str, dest: str, options: NetcdfOptions) -> list[IngestPlan]:
     per_task = steps_per_task(cat, size)
     if cat.static:
         logger.info("Static variables left out: %s", ", ".join(cat.static))
-    template, encoding = _template(cat, size)
+    _check_chunk_dims(cat, options.chunks, src)
+    template, encoding = _template(cat, size, options.chunks)
     layout = _layout(cat)
     logger.info(
         "Planned %d steps of %s in shards of %d steps from %d files",
@@ -252,7 +256,36 @@ def _clean(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in attrs.items() if k not in _PACKING_ATTRS}
 
 
-def _template(cat: Catalog, size: int) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
+def _check_chunk_dims(cat: Catalog, chunks: dict[str, int] | None, src: str) -> None:
+    dims = {d for v in cat.variables.values() for d in v.dims}
+    unknown = sorted(set(chunks or {}) - dims)
+    if unknown:
+        raise ArgumentError(
+            f"--chunks names {', '.join(unknown)}, which no variable of {src} has (dims: "
+            f"{', '.join(sorted(dims))})."
+        )
+
+
+def _chunking(
+    dims: tuple[str, ...], shard: tuple[int, ...], chunks: dict[str, int]
+) -> dict[str, Any]:
+    """One step x the full grid per chunk unless ``chunks`` says otherwise (``lat=181``);
+    a shard is ``shard[0]`` steps x the whole grid, rounded up to whole chunks."""
+    inner = tuple(
+        chunks.get(d, 1 if k == 0 else n) for k, (d, n) in enumerate(zip(dims, shard, strict=True))
+    )
+    if shard[0] % inner[0]:
+        raise ArgumentError(
+            f"--chunks {dims[0]}={inner[0]} does not divide the {shard[0]} steps of a shard: "
+            "give a divisor, or --steps-per-shard a multiple of it."
+        )
+    outer = (shard[0], *(-(-n // c) * c for n, c in zip(shard[1:], inner[1:], strict=True)))
+    return {"chunks": inner, "shards": outer, "compressors": [COMPRESSOR]}
+
+
+def _template(
+    cat: Catalog, size: int, chunks: dict[str, int] | None = None
+) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
     """The cube's schema and its encoding."""
     dim, n = cat.record_dim, len(cat.axis)
     coords: dict[str, Any] = {dim: xr.Variable((dim,), cat.axis.values)}
@@ -268,11 +301,7 @@ def _template(cat: Catalog, size: int) -> tuple[xr.Dataset, dict[str, dict[str, 
         shape = (n, *info.shape)
         data = da.zeros(shape, dtype=np.float32, chunks=(size, *info.shape))
         data_vars[name] = xr.Variable(info.dims, data, _clean(info.attrs))
-        encoding[name] = {
-            "chunks": (1, *info.shape),
-            "shards": (size, *info.shape),
-            "compressors": [COMPRESSOR],
-        }
+        encoding[name] = _chunking(info.dims, (size, *info.shape), chunks or {})
         level = _level_dim(cat, name)
         stat_dims = (level,) if level else ()
         stat_shape = (info.shape[info.dims.index(level) - 1],) if level else ()
