@@ -20,33 +20,38 @@ import os
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import xarray as xr
-import xbatcher
 
-from cubes import conventions as cv
 from cubes import open_cube
 from cubes.errors import SchemaError
 from loaders import order
+from loaders._batch import read_batch
 from loaders._checks import (
     check_crop,
     check_epoch,
     check_input_dims,
     check_numbers,
     distributed,
-    names,
     plate_variable,
     select_channels,
-    stat_var,
 )
 from loaders._local import ProcessLocal
+from loaders._samples import (
+    CubeInfo,
+    CubeLike,
+    check_counts,
+    describe_cube,
+    sample_rows,
+    sample_table,
+)
+from loaders._statistics import estimate_cube_statistics, usable_statistics
 from loaders.cache import DiskCache
-from loaders.transforms import SampleTransforms, estimate_statistics, pick_fields, require_clahe
+from loaders.transforms import SampleTransforms, require_clahe
 
 if TYPE_CHECKING:
     from loaders.loader import CubeLoader
@@ -55,24 +60,7 @@ __all__ = ["CubeBatchDataset"]
 
 logger = logging.getLogger(__name__)
 
-CubeLike = str | xr.Dataset
 Index = int | tuple[int, int]
-
-
-@dataclass
-class _Cube:
-    """What the dataset keeps of one cube: where it is, and its small metadata."""
-
-    url: str | None  # None: an in-memory Dataset, read through xarray
-    storage_options: dict[str, Any]
-    wells: np.ndarray
-    fields: np.ndarray
-    present: np.ndarray | None  # (well, field, selected channel)
-    mean: np.ndarray | None
-    std: np.ndarray | None
-    data: xr.DataArray | None  # kept only when url is None
-    channel_index: np.ndarray  # positions of the selected channels in this cube
-    stats_fields: list[tuple[str, int]] | None = None  # set when the statistics were estimated
 
 
 class CubeBatchDataset(torch.utils.data.Dataset):
@@ -191,7 +179,41 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         self.disk_cache = DiskCache.from_env(cache_dir, cache_gb)
         self._transforms = SampleTransforms(clahe=clahe, normalize=normalize, user=transform)
         self._local = ProcessLocal()
-        self._cubes: list[_Cube] = []
+        self._cubes: list[CubeInfo] = []
+        self._samples_table = self._open_cubes(
+            items, variable, channels, input_dims, input_overlap, random_crop, storage_options
+        )
+        self._shard_sizes = order.shard_sizes(self._samples_table[:, :3])
+        self.shuffle_buffer = order.effective_buffer(
+            shuffle_buffer, batch_size, int(self._shard_sizes.max())
+        )
+        self._counts = check_counts(
+            len(self._samples_table),
+            batch_size,
+            self.world_size,
+            drop_last=drop_last,
+            uneven=uneven,
+        )
+        self.epoch = 0
+        self._orders: dict[tuple[int, bool], np.ndarray] = {}
+        self._loader_ref: Callable[[], CubeLoader | None] | None = None
+        self._pending_state: dict[str, Any] | None = None
+        for k in range(len(self._cubes)):
+            self._complete_statistics(k)
+
+    # --- construction -------------------------------------------------------------------
+
+    def _open_cubes(
+        self,
+        items: list[CubeLike],
+        variable: str | None,
+        channels: Sequence[str] | None,
+        input_dims: dict[str, int] | None,
+        input_overlap: dict[str, int] | None,
+        random_crop: dict[str, int] | None,
+        storage_options: dict[str, Any] | None,
+    ) -> np.ndarray:
+        """Open and describe each cube (the first sets channels and windows): the sample table."""
         samples = []
         for k, item in enumerate(items):
             ds = (
@@ -207,136 +229,41 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             # every cube: its own channel positions, and a window that fits
             _, index = select_channels(ds, self.channels, self.variable)
             check_input_dims(ds, self.input_dims, self.variable)
-            self._cubes.append(self._describe(ds, item, index))
-            samples.append(self._samples(k, ds, input_overlap or {}))
-        table = np.concatenate(samples)
-        self._samples_table = table[np.lexsort(table.T[::-1])]  # cube order: shards contiguous
-        if len(table) == 0:
-            raise SchemaError(
-                f"No samples: none of the fields of {names(items)} has any of the channels "
-                f"{list(self.channels)} present. Check the cubes' 'present' mask and channels=."
+            cube = describe_cube(ds, item, index, self.variable)
+            self._cubes.append(cube)
+            overlap = input_overlap or {}
+            samples.append(
+                sample_rows(k, ds, self.variable, self.input_dims, overlap, cube.present)
             )
-        self._shard_sizes = order.shard_sizes(self._samples_table[:, :3])
-        self.shuffle_buffer = order.effective_buffer(
-            shuffle_buffer, batch_size, int(self._shard_sizes.max())
-        )
-        self._counts = self._check_counts()
-        self.epoch = 0
-        self._orders: dict[tuple[int, bool], np.ndarray] = {}
-        self._loader_ref: Callable[[], CubeLoader | None] | None = None
-        self._pending_state: dict[str, Any] | None = None
-        for k in range(len(self._cubes)):
-            self._complete_statistics(k)
-
-    # --- construction -------------------------------------------------------------------
-
-    def _describe(self, ds: xr.Dataset, item: CubeLike, index: np.ndarray) -> _Cube:
-        url = item if isinstance(item, str) else ds.encoding.get("source")
-        stats = {}
-        for name in ("mean", "std"):
-            var = ds.get(stat_var(ds, self.variable, name))
-            stats[name] = None if var is None else np.asarray(var.values, np.float64)[index]
-        return _Cube(
-            url=url,
-            storage_options=dict(ds.encoding.get("storage_options", {})),
-            wells=np.array([str(w) for w in ds["well"].values], dtype=object),
-            fields=np.asarray(ds["field"].values).astype(np.int64),
-            present=(
-                np.asarray(ds[cv.PRESENT].values, dtype=bool)[:, :, index]
-                if cv.PRESENT in ds
-                else None
-            ),
-            mean=stats["mean"],
-            std=stats["std"],
-            data=None if url else ds[self.variable],
-            channel_index=index,
-        )
-
-    def _samples(self, k: int, ds: xr.Dataset, overlap: dict[str, int]) -> np.ndarray:
-        """Rows ``(cube, well, field, y0, x0)`` from xbatcher's selectors, present fields only."""
-        schema = xbatcher.BatchSchema(
-            ds[self.variable],
-            input_dims=self.input_dims,
-            input_overlap=overlap,
-            batch_dims={"well": 1, "field": 1},
-            concat_input_bins=False,
-        )
-        rows = [
-            (k, s["well"].start, s["field"].start, s["y"].start, s["x"].start)
-            for (s,) in schema.selectors.values()
-        ]
-        table = np.array(rows, dtype=np.int64).reshape(-1, 5)
-        present = self._cubes[k].present
-        if present is not None:
-            any_channel = np.asarray(present.any(axis=-1))
-            table = table[any_channel[table[:, 1], table[:, 2]]]
-        return table
-
-    def _check_counts(self) -> order.BatchCounts:
-        n, bs = len(self._samples_table), self.batch_size
-        counts = order.batch_counts(
-            n,
-            bs,
-            self.world_size,
-            drop_last=self.drop_last,
-            uneven=self.uneven,  # type: ignore[arg-type]
-        )
-        if counts.per_rank == 0:
-            why = (
-                f"{n} samples make no full batch of {bs} with drop_last=True"
-                if n // bs == 0 and self.drop_last
-                else f"{n} samples in batches of {bs} give fewer batches than the "
-                f"{self.world_size} ranks with uneven='drop'"
-            )
-            raise SchemaError(f"{why}; lower batch_size, set drop_last=False or use uneven='pad'.")
-        return counts
+        return sample_table(samples, items, self.channels)
 
     def _complete_statistics(self, k: int) -> None:
         """Estimate the statistics a cube lacks (or all of them under CLAHE), if normalising."""
         cube = self._cubes[k]
         if not self.normalize:
             return
-        stored = (
-            cube.mean is not None
-            and cube.std is not None
-            and not np.isnan(cube.mean).any()
-            and not np.isnan(cube.std).any()
-            and bool(np.all(cube.std > 0))
-        )
-        if stored and not self.clahe:
+        if usable_statistics(cube) and not self.clahe:
             return
-        rows = self._samples_table[self._samples_table[:, 0] == k]
-        shards = np.unique(rows[:, 1:3], axis=0)
-        picked = shards[pick_fields(len(shards))]
         h, w = self._field_size(k)
-        equalise = SampleTransforms(clahe=self.clahe)
-        pool = self._local.pool(self.threads)
-
-        def field(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            wi, fi = int(key[0]), int(key[1])
-            pixels = self._read((k, wi, fi), slice(0, h), slice(0, w)).astype(np.float32)
-            present = (
-                np.ones(len(self.channels), bool) if cube.present is None else cube.present[wi, fi]
-            )
-            return equalise(pixels, None, None), present
-
-        def fields() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            for i in range(0, len(picked), 4):  # 4 fields at a time: bounded memory
-                yield from pool.map(field, picked[i : i + 4])
-
-        cube.mean, cube.std = estimate_statistics(fields())
-        cube.stats_fields = [(str(cube.wells[wi]), int(cube.fields[fi])) for wi, fi in picked]
+        n_fields = estimate_cube_statistics(
+            cube,
+            self._samples_table[self._samples_table[:, 0] == k],
+            lambda wi, fi: self._read((k, wi, fi), slice(0, h), slice(0, w)),
+            channels=len(self.channels),
+            clahe=self.clahe,
+            pool=self._local.pool(self.threads),
+        )
         where = cube.url or "the in-memory Dataset"
         if self.clahe:
             logger.info(
                 "Normalising after CLAHE with statistics of %d fields of %s",
-                len(picked),
+                n_fields,
                 where,
             )
             return
         warnings.warn(
             f"{where} stores no usable per-channel statistics for {list(self.channels)}; "
-            f"normalising with the mean and std of {len(picked)} of its fields instead. "
+            f"normalising with the mean and std of {n_fields} of its fields instead. "
             "Re-ingest the cube to store them.",
             UserWarning,
             stacklevel=3,
@@ -449,41 +376,18 @@ class CubeBatchDataset(torch.utils.data.Dataset):
     def _read_batch(
         self, rows: np.ndarray, origin: np.ndarray, h: int, w: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Pixels ``(N, C, h, w)`` float32 and ``present`` ``(N, C)``; one read per field.
-
-        Without a user transform every sample has the batch's shape, so the reader
-        threads cast straight into one preallocated batch (no per-sample copies, no
-        stack); a user transform may change shapes, so its samples are stacked.
-        """
-        direct = self._transforms.user is None
-        out: list[np.ndarray | None] = [None] * len(rows)
-        batch = np.empty((len(rows), len(self.channels), h, w), np.float32) if direct else None
-        present = np.ones((len(rows), len(self.channels)), dtype=bool)
-        groups: dict[tuple[int, int, int], list[int]] = {}
-        for i, (k, wi, fi) in enumerate(rows[:, :3].tolist()):
-            groups.setdefault((k, wi, fi), []).append(i)
-
-        def fill(key: tuple[int, int, int]) -> None:
-            members = groups[key]
-            ys, xs = origin[members, 0], origin[members, 1]
-            y0, x0 = int(ys.min()), int(xs.min())
-            region = self._read(key, slice(y0, int(ys.max()) + h), slice(x0, int(xs.max()) + w))
-            cube = self._cubes[key[0]]
-            for i, y, x in zip(members, ys.tolist(), xs.tolist(), strict=True):
-                window = region[:, y - y0 : y - y0 + h, x - x0 : x - x0 + w]
-                if batch is None:
-                    out[i] = self._transforms(window.astype(np.float32), cube.mean, cube.std)
-                else:
-                    view = batch[i]
-                    np.copyto(view, window, casting="unsafe")  # uint16 -> float32, in place
-                    result = self._transforms(view, cube.mean, cube.std)
-                    if not np.shares_memory(result, view):  # CLAHE makes a new array
-                        view[...] = result
-            if cube.present is not None:
-                present[members] = cube.present[key[1], key[2]]
-
-        list(self._local.pool(self.threads).map(fill, groups))
-        return (_stack(out) if batch is None else batch), present
+        """Pixels ``(N, C, h, w)`` float32 and ``present`` ``(N, C)``; one read per field."""
+        return read_batch(
+            rows,
+            origin,
+            h,
+            w,
+            cubes=self._cubes,
+            channels=len(self.channels),
+            read=self._read,
+            transforms=self._transforms,
+            pool=self._local.pool(self.threads),
+        )
 
     def _read(self, key: tuple[int, int, int], ys: slice, xs: slice) -> np.ndarray:
         """Pixels ``(channel, y, x)`` of one field's window, as stored."""
@@ -577,13 +481,3 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         state = dict(self.__dict__)
         state.update(_orders={}, _loader_ref=None, _pending_state=None)
         return state
-
-
-def _stack(samples: list[np.ndarray | None]) -> np.ndarray:
-    shapes = {None if s is None else s.shape for s in samples}
-    if len(shapes) != 1:
-        raise SchemaError(
-            f"The samples of a batch have different shapes {sorted(map(str, shapes))}; the "
-            "transform= must return arrays of one shape (and dtype) for every sample."
-        )
-    return np.stack(samples).astype(np.float32, copy=False)  # type: ignore[arg-type]

@@ -31,14 +31,19 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from cubes.errors import SchemaError, SourceNotFoundError, StorageError
+from cubes.errors import SchemaError, SourceNotFoundError
 from cubes.store import resolve_storage_options, storage_errors, zarr_store
+from loaders._codecs import native_dtype
+from loaders._selection import Piece, Sel, assign, dim_parts, fill, normalize, piece_of
+from loaders._shards import MISSING, Index, ShardLayout, coalesce, entry
+from loaders._stats import STAT_KEYS as STAT_KEYS  # re-exported: it was defined here
+from loaders._stats import ReadStats
 from loaders.storage import (
     BACKEND_ENV,
     DEFAULT_BACKEND,
@@ -64,56 +69,6 @@ INDEX_ENTRIES = 4096
 """Shard indexes kept per reader (a plate's index of 8 chunks is 132 bytes)."""
 IO_THREADS = 8
 """Objects fetched concurrently by one read that spans several objects."""
-
-STAT_KEYS = (
-    "bytes",
-    "requests",
-    "disk_hits",
-    "disk_misses",
-    "memory_hits",
-    "memory_misses",
-    "read_seconds",
-    "decode_seconds",
-)
-_EMPTY = np.uint64(2**64 - 1)
-_MISSING = np.empty(0, dtype=np.uint64)  # index of a shard object that does not exist
-Index = np.ndarray  # (*chunks_per_shard, 2) uint64 offsets and lengths; _MISSING: no object
-Sel = slice | np.ndarray
-
-
-class ReadStats:
-    """Thread-safe counters of one reader (or several sharing it).
-
-    Keys: ``bytes`` and ``requests`` (what went to storage), ``disk_hits``,
-    ``disk_misses``, ``memory_hits``, ``memory_misses``, ``read_seconds`` (wall
-    time waiting on storage, per read call) and ``decode_seconds``. Unpickles as
-    fresh counters.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(STAT_KEYS, 0.0)
-
-    def __reduce__(self) -> tuple[type, tuple[()]]:
-        return (ReadStats, ())
-
-    def add(self, **counts: float) -> None:
-        """Add to the named counters (unknown names start new counters)."""
-        with self._lock:
-            for name, value in counts.items():
-                self._counts[name] = self._counts.get(name, 0.0) + value
-
-    def snapshot(self) -> dict[str, float]:
-        """The counters now."""
-        with self._lock:
-            return dict(self._counts)
-
-    def reset(self) -> dict[str, float]:
-        """The counters now, which then restart from zero."""
-        with self._lock:
-            snapshot = dict(self._counts)
-            self._counts = dict.fromkeys(self._counts, 0.0)
-            return snapshot
 
 
 class CubeReader:
@@ -192,8 +147,8 @@ class CubeReader:
             self.shape, self.dtype = tuple(array.shape), np.dtype(array.dtype)
             fill = array.fill_value
         else:
-            self._layout, reason = _Layout.build(meta)
-            self.shape, self.dtype = tuple(int(n) for n in meta.shape), _native_dtype(meta)
+            self._layout, reason = ShardLayout.build(meta)
+            self.shape, self.dtype = tuple(int(n) for n in meta.shape), native_dtype(meta)
             fill = meta.fill_value
         self.fill_value = np.asarray(fill, dtype=self.dtype)[()]
         if self._layout is None:
@@ -222,11 +177,11 @@ class CubeReader:
 
         One item per dim: an int (the dim is dropped), a slice, or integer positions.
         """
-        dims = _normalize(selection, self.shape, f"{self.url}/{self.variable}")
+        dims = normalize(selection, self.shape, f"{self.url}/{self.variable}")
         if self._layout is None:
             return self._read_with_zarr(dims)
         out = np.empty([len(idx) for idx, _ in dims], dtype=self.dtype)
-        pieces = [_piece(parts) for parts in itertools.product(*self._dim_parts(dims))]
+        pieces = [piece_of(parts) for parts in itertools.product(*self._dim_parts(dims))]
         todo = self._from_memory(out, pieces)
         if todo:
             start = time.perf_counter()
@@ -236,12 +191,12 @@ class CubeReader:
             for coords, out_sel, local in todo:
                 buf = raw[coords]
                 if buf is None:
-                    _fill(out, out_sel, self.fill_value)
+                    fill(out, out_sel, self.fill_value)
                     continue
                 chunk = self._layout.decode(buf, f"{self.url}/{self.variable} chunk {coords}")
                 if self.memory_cache is not None:
                     self.memory_cache.put(self._memory_key(coords), chunk)
-                _assign(out, out_sel, chunk, local)
+                assign(out, out_sel, chunk, local)
             self.stats.add(
                 read_seconds=fetched - start, decode_seconds=time.perf_counter() - fetched
             )
@@ -250,17 +205,17 @@ class CubeReader:
     # --- planning -----------------------------------------------------------------------
 
     @property
-    def _fast(self) -> _Layout:
+    def _fast(self) -> ShardLayout:
         """The layout; the fast path runs only when there is one."""
-        return cast(_Layout, self._layout)
+        return cast(ShardLayout, self._layout)
 
     def _dim_parts(self, dims: list[tuple[np.ndarray, bool]]) -> list[list[tuple[int, Sel, Sel]]]:
-        return [_dim_parts(idx, n) for (idx, _), n in zip(dims, self._fast.chunks, strict=True)]
+        return [dim_parts(idx, n) for (idx, _), n in zip(dims, self._fast.chunks, strict=True)]
 
     def _memory_key(self, coords: tuple[int, ...]) -> tuple[str, str, tuple[int, ...]]:
         return (self.url, self.variable, coords)
 
-    def _from_memory(self, out: np.ndarray, pieces: list[_Piece]) -> list[_Piece]:
+    def _from_memory(self, out: np.ndarray, pieces: list[Piece]) -> list[Piece]:
         if self.memory_cache is None:
             return pieces
         todo = []
@@ -269,11 +224,11 @@ class CubeReader:
             if chunk is None:
                 todo.append(piece)
             else:
-                _assign(out, piece[1], chunk, piece[2])
+                assign(out, piece[1], chunk, piece[2])
         self.stats.add(memory_hits=len(pieces) - len(todo), memory_misses=len(todo))
         return todo
 
-    def _fetch(self, todo: list[_Piece]) -> dict[tuple[int, ...], Buffer | None]:
+    def _fetch(self, todo: list[Piece]) -> dict[tuple[int, ...], Buffer | None]:
         """Raw bytes of each piece's chunk (``None``: fill), one job per storage object."""
         layout = self._fast
         jobs: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
@@ -304,28 +259,28 @@ class CubeReader:
         layout = self._fast
         key = self._key(obj)
         with self._lock:
-            if self._indexes.get(key) is _MISSING:
+            if self._indexes.get(key) is MISSING:
                 return dict.fromkeys(wanted)
         most = len(wanted) >= self.whole_shard_fraction * layout.chunks_per_shard_count
         whole = self._disk_get(key, None, count_miss=most)
         if whole is None and most:
             whole = self._get(key)
             if whole is None:
-                self._remember(key, _MISSING)
+                self._remember(key, MISSING)
                 return dict.fromkeys(wanted)
             self._disk_put(key, None, whole)
         if whole is not None:  # a whole shard cached earlier serves subsets too
             index = self._remember(key, layout.index_of_shard(whole, self._where(key)))
             view = memoryview(whole)
             return {
-                c: None if (r := _entry(index, layout.local(c))) is None else view[r[0] : r[1]]
+                c: None if (r := entry(index, layout.local(c))) is None else view[r[0] : r[1]]
                 for c in wanted
             }
         known = self._known_index(key)
         index = known if known is not None else self._fetch_index(key)
-        if index is _MISSING:
+        if index is MISSING:
             return dict.fromkeys(wanted)
-        return self._fetch_ranges(key, {c: _entry(index, layout.local(c)) for c in wanted})
+        return self._fetch_ranges(key, {c: entry(index, layout.local(c)) for c in wanted})
 
     def _fetch_ranges(
         self, key: str, ranges: dict[tuple[int, ...], tuple[int, int] | None]
@@ -339,7 +294,7 @@ class CubeReader:
                 need[coords] = byte_range
         if not need:
             return out
-        spans = _coalesce(sorted(set(need.values())), self.coalesce_bytes)
+        spans = coalesce(sorted(set(need.values())), self.coalesce_bytes)
         bufs = self._get_ranges(key, spans)
         if bufs is None:  # the object went away after its index was read
             return dict.fromkeys(ranges)
@@ -368,7 +323,7 @@ class CubeReader:
         data = self._get(key, layout.index_range)
         self.stats.add(disk_misses=int(self.disk_cache is not None))
         if data is None:
-            return self._remember(key, _MISSING)
+            return self._remember(key, MISSING)
         self._disk_put(key, layout.index_range, data)
         return self._remember(key, layout.parse_index(data, self._where(key)))
 
@@ -467,241 +422,3 @@ class CubeReader:
         self.stats.add(read_seconds=time.perf_counter() - start)
         data = data[np.ix_(*inverse)] if data.size else data.reshape([len(i) for i in inverse])
         return data[tuple(0 if squeeze else slice(None) for _, squeeze in dims)]
-
-
-_Piece = tuple[tuple[int, ...], tuple[Sel, ...], tuple[Sel, ...]]  # chunk coords, out, local
-
-
-def _piece(parts: tuple[tuple[int, Sel, Sel], ...]) -> _Piece:
-    return tuple(p[0] for p in parts), tuple(p[1] for p in parts), tuple(p[2] for p in parts)
-
-
-class _Layout:
-    """What the fast path needs of an array's metadata: grid, keys, codecs, shard index."""
-
-    def __init__(self, meta: Any, inner: Any, codecs: Sequence[Any], sharding: Any) -> None:
-        self.chunks: tuple[int, ...] = tuple(inner)
-        self.sharded = sharding is not None
-        outer = tuple(meta.chunk_grid.chunk_shape)
-        self.per_shard = tuple(o // i for o, i in zip(outer, self.chunks, strict=True))
-        self.chunks_per_shard_count = int(np.prod(self.per_shard))
-        self.encode_key: Callable[[tuple[int, ...]], str] = meta.chunk_key_encoding.encode_chunk_key
-        self._steps = [cast(Callable[[Buffer], Buffer], _decoder(c)) for c in reversed(codecs[1:])]
-        # Without a decompressor the chunk is a view of the object read: copied before caching.
-        self._copy = all(step is _strip_crc32c for step in self._steps)
-        dtype = _native_dtype(meta)
-        self._dtype = dtype.newbyteorder(_byteorder(codecs[0]))
-        self._native = dtype
-        self._count = int(np.prod(self.chunks))
-        if sharding is not None:
-            index_codecs = sharding.index_codecs
-            self._index_dtype = np.dtype("u8").newbyteorder(_byteorder(index_codecs[0]))
-            self._index_crc = len(index_codecs) == 2
-            size = 16 * self.chunks_per_shard_count + 4 * self._index_crc
-            at_end = sharding.index_location.value == "end"
-            self.index_range: tuple[int, int | None] = (-size, None) if at_end else (0, size)
-
-    @classmethod
-    def build(cls, meta: Any) -> tuple[_Layout | None, str]:
-        """The layout, or None and why the fast path cannot read this array."""
-        from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
-
-        if getattr(meta, "storage_transformers", ()):
-            return None, "storage transformers"
-        if type(meta.chunk_grid).__name__ != "RegularChunkGrid":
-            return None, f"chunk grid {type(meta.chunk_grid).__name__}"
-        if _native_dtype(meta).kind not in "biuf":
-            return None, f"data type {meta.data_type}"
-        codecs, sharding, inner = list(meta.codecs), None, meta.chunk_grid.chunk_shape
-        if isinstance(codecs[0], ShardingCodec):
-            if len(codecs) != 1:
-                return None, "codecs after sharding_indexed"
-            sharding, codecs, inner = codecs[0], list(codecs[0].codecs), codecs[0].chunk_shape
-            index = list(sharding.index_codecs)
-            if not isinstance(index[0], BytesCodec) or not (
-                len(index) == 1 or (len(index) == 2 and isinstance(index[1], Crc32cCodec))
-            ):
-                return None, f"shard index codecs {index}"
-        if not isinstance(codecs[0], BytesCodec):
-            return None, f"array codec {codecs[0]}"
-        unsupported = [c for c in codecs[1:] if _decoder(c) is None]
-        if unsupported:
-            return None, f"codecs {unsupported}"
-        return cls(meta, inner, codecs, sharding), ""
-
-    def object_of(self, coords: tuple[int, ...]) -> tuple[int, ...]:
-        if not self.sharded:
-            return coords
-        return tuple(c // n for c, n in zip(coords, self.per_shard, strict=True))
-
-    def local(self, coords: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(c % n for c, n in zip(coords, self.per_shard, strict=True))
-
-    def decode(self, buf: Buffer, where: str) -> np.ndarray:
-        for step in self._steps:
-            buf = step(buf)
-        flat = np.frombuffer(buf, dtype=self._dtype)
-        if flat.size != self._count:
-            raise StorageError(
-                f"{where} decodes to {flat.size} values; expected {self._count} "
-                f"{self.chunks}. The object is damaged: re-ingest the cube."
-            )
-        chunk = flat.reshape(self.chunks)
-        if self._dtype != self._native:
-            return chunk.astype(self._native)
-        return chunk.copy() if self._copy else chunk
-
-    def parse_index(self, data: Buffer, where: str) -> Index:
-        raw = np.frombuffer(data, dtype=np.uint8)
-        if self._index_crc:
-            raw, stored = raw[:-4], int(np.frombuffer(raw[-4:], dtype="<u4")[0])
-            if _crc32c(raw) != stored:
-                raise StorageError(
-                    f"The shard index of {where} fails its crc32c check: the shard is damaged "
-                    "or was being rewritten. Re-ingest the cube."
-                )
-        return np.frombuffer(raw, dtype=self._index_dtype).reshape((*self.per_shard, 2))
-
-    def index_of_shard(self, shard: Buffer, where: str) -> Index:
-        view = memoryview(shard)
-        start, end = self.index_range
-        size = -start if end is None else end
-        return self.parse_index(view[-size:] if end is None else view[:size], where)
-
-
-def _byteorder(bytes_codec: Any) -> Literal["<", ">"]:
-    endian = getattr(bytes_codec, "endian", None)
-    return ">" if endian is not None and endian.value == "big" else "<"
-
-
-def _entry(index: Index, local: tuple[int, ...]) -> tuple[int, int] | None:
-    offset, length = index[local]
-    if offset == _EMPTY and length == _EMPTY:
-        return None
-    return int(offset), int(offset + length)
-
-
-def _decoder(codec: Any) -> Callable[[Buffer], Buffer] | None:
-    """The decode function of a bytes-to-bytes codec, or None if not decoded here."""
-    import numcodecs
-    from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
-
-    if isinstance(codec, BloscCodec):
-        from numcodecs import blosc
-
-        return blosc.decompress  # type: ignore[no-any-return]
-    if isinstance(codec, ZstdCodec):
-        return numcodecs.Zstd().decode  # type: ignore[no-any-return]
-    if isinstance(codec, GzipCodec):
-        return numcodecs.GZip().decode  # type: ignore[no-any-return]
-    if isinstance(codec, Crc32cCodec):
-        return _strip_crc32c
-    name = str(codec.to_dict().get("name", "")) if hasattr(codec, "to_dict") else ""
-    if name in ("numcodecs.blosc", "numcodecs.zstd", "numcodecs.gzip", "numcodecs.zlib"):
-        config = dict(codec.to_dict().get("configuration", {}))
-        return numcodecs.get_codec({"id": name.split(".", 1)[1], **config}).decode  # type: ignore[no-any-return]
-    return None
-
-
-def _crc32c(data: np.ndarray) -> int:
-    import google_crc32c
-
-    return int(google_crc32c.value(data))
-
-
-def _strip_crc32c(buf: Buffer) -> Buffer:
-    raw = np.frombuffer(buf, dtype=np.uint8)
-    if _crc32c(raw[:-4]) != int(np.frombuffer(raw[-4:], dtype="<u4")[0]):
-        raise StorageError("A chunk fails its crc32c check: the object is damaged.")
-    return raw[:-4]
-
-
-def _native_dtype(meta: Any) -> np.dtype:
-    dtype = meta.data_type.to_native_dtype() if hasattr(meta, "data_type") else meta.dtype
-    return np.dtype(dtype).newbyteorder("=")
-
-
-# --- selections -----------------------------------------------------------------------------
-
-
-def _normalize(
-    selection: Sequence[Any], shape: tuple[int, ...], where: str
-) -> list[tuple[np.ndarray, bool]]:
-    """Positions per dim, and whether the dim is dropped (an int)."""
-    if len(selection) != len(shape):
-        raise IndexError(f"{len(selection)} selections for the {len(shape)} dims of {where}.")
-    dims = []
-    for d, (item, n) in enumerate(zip(selection, shape, strict=True)):
-        if isinstance(item, slice):
-            dims.append((np.arange(*item.indices(n), dtype=np.int64), False))
-            continue
-        idx = np.asarray(item)
-        idx = idx.astype(np.int64) if idx.size == 0 else idx
-        if idx.dtype.kind not in "iu" or idx.ndim > 1:
-            raise IndexError(
-                f"Selection {item!r} for dim {d} of {where}: give an int, a slice or ints."
-            )
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(
-                f"Selection {item!r} is out of bounds for dim {d} of {where} (size {n})."
-            )
-        dims.append(
-            (np.atleast_1d(np.where(idx < 0, idx + n, idx)).astype(np.int64), idx.ndim == 0)
-        )
-    return dims
-
-
-def _dim_parts(idx: np.ndarray, size: int) -> list[tuple[int, Sel, Sel]]:
-    """``(chunk, positions in the output, positions in the chunk)`` along one dim."""
-    if isinstance(_as_slice(idx), slice):  # a run: slices all the way
-        first, stop = int(idx[0]), int(idx[-1]) + 1
-        parts: list[tuple[int, Sel, Sel]] = []
-        for k in range(first // size, (stop - 1) // size + 1):
-            lo, hi = max(first, k * size), min(stop, (k + 1) * size)
-            parts.append((k, slice(lo - first, hi - first), slice(lo - k * size, hi - k * size)))
-        return parts
-    chunk = idx // size
-    scattered: list[tuple[int, Sel, Sel]] = []
-    for k in np.unique(chunk):
-        pos = np.flatnonzero(chunk == k)
-        scattered.append((int(k), _as_slice(pos), _as_slice(idx[pos] - k * size)))
-    return scattered
-
-
-def _as_slice(a: np.ndarray) -> Sel:
-    if len(a) == 1 or (len(a) > 1 and np.all(np.diff(a) == 1)):
-        return slice(int(a[0]), int(a[-1]) + 1)
-    return a
-
-
-def _ix(sel: tuple[Sel, ...]) -> Any:
-    """``sel`` as an index that numpy applies orthogonally."""
-    arrays = sum(not isinstance(s, slice) for s in sel)
-    if arrays <= 1:
-        return sel
-    return np.ix_(*[np.arange(s.start, s.stop) if isinstance(s, slice) else s for s in sel])
-
-
-def _assign(
-    out: np.ndarray, out_sel: tuple[Sel, ...], chunk: np.ndarray, local: tuple[Sel, ...]
-) -> None:
-    block = chunk[tuple(s if isinstance(s, slice) else slice(None) for s in local)]
-    for axis, s in enumerate(local):
-        if not isinstance(s, slice):
-            block = np.take(block, s, axis=axis)
-    out[_ix(out_sel)] = block
-
-
-def _fill(out: np.ndarray, out_sel: tuple[Sel, ...], value: Any) -> None:
-    out[_ix(out_sel)] = value
-
-
-def _coalesce(ranges: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
-    """Sorted byte ranges merged where they overlap or lie at most ``gap`` apart."""
-    merged: list[tuple[int, int]] = []
-    for start, end in ranges:
-        if merged and start - merged[-1][1] <= gap:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
