@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import cubes
 from cubes.errors import CubeError
 from cubes.store import resolve_storage_options
-from ingest.checks import check_batch_dest, endpoint_url, int_at_least, matching
+from ingest.checks import check_batch_dest, int_at_least
+from ingest.cli_common import common_arguments, epilog, storage_arguments, sub_parser
 from ingest.sources import SOURCES, ArgumentError
-from ingest.sources.netcdf.synth import add_synth_climate_parser
 
 if TYPE_CHECKING:
     from ingest.plan import IngestPlan
@@ -32,17 +32,11 @@ logger = logging.getLogger("ingest")
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 FINALIZE_EXAMPLES = (
     "python -m ingest finalize s3://my-bucket/plate.zarr",
     "python -m ingest finalize s3://my-bucket/batch1/   # every plate of a batch",
     "python -m ingest finalize /scratch/plate.zarr --log-level INFO",
-)
-SYNTH_EXAMPLES = (
-    "python -m ingest synth-plate demo-data/plate",
-    "python -m ingest synth-plate demo-data/batch --plate SYNTH0002 --wells A01,B03 --fields 2",
-    "python -m ingest synth-plate s3://my-bucket/synth --jump-size --compression lzw",
 )
 
 
@@ -54,38 +48,6 @@ class _Parser(argparse.ArgumentParser):
         raise ArgumentError(f"{message.removeprefix('argument ')} (see '{self.prog} --help')")
 
 
-def _epilog(examples: Sequence[str]) -> str:
-    return "examples:\n" + "\n".join(f"  {e}" for e in examples)
-
-
-def _storage_arguments(parser: argparse.ArgumentParser, *, with_anon: bool) -> None:
-    group = parser.add_argument_group("storage")
-    group.add_argument(
-        "--endpoint-url",
-        type=endpoint_url,
-        default=None,
-        metavar="URL",
-        help="S3-compatible endpoint (default: AWS_ENDPOINT_URL, then AWS); credentials come "
-        "from the standard AWS chain",
-    )
-    if with_anon:
-        group.add_argument(
-            "--anon",
-            action="store_true",
-            help="read SRC anonymously (public buckets such as cellpainting-gallery)",
-        )
-
-
-def _common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        default="WARNING",
-        help="what to log on stderr: DEBUG (with tracebacks), INFO, WARNING (default) or ERROR",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: one sub-command per source format, ``finalize`` and ``synth-plate``.
 
@@ -95,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m ingest",
         description="Convert raw scientific sources into Zarr v3 cubes on S3 or local disk.",
-        epilog=_epilog([e for source in SOURCES.values() for e in source.examples[:1]]),
+        epilog=epilog([e for source in SOURCES.values() for e in source.examples[:1]]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -111,29 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="a source format to convert, finalize or synth-plate; `<source> --help` for more",
     )
     for name, source in SOURCES.items():
-        p = _sub_parser(sub, name, source.help, source.help, source.examples)
+        p = sub_parser(sub, name, source.help, source.help, source.examples)
         _source_arguments(p)
         source.add_arguments(p)
-        _storage_arguments(p, with_anon=True)
-        _common_arguments(p)
+        storage_arguments(p, with_anon=True)
+        common_arguments(p)
         p.set_defaults(handler=_run_source)
     _finalize_parser(sub)
-    _synth_parser(sub)
-    add_synth_climate_parser(sub)
-    return parser
-
-
-def _sub_parser(
-    sub: Any, name: str, summary: str, description: str, examples: Sequence[str]
-) -> argparse.ArgumentParser:
-    """A sub-command whose ``--help`` ends with its examples."""
-    parser: argparse.ArgumentParser = sub.add_parser(
-        name,
-        help=summary,
-        description=description,
-        epilog=_epilog(examples),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    for source in SOURCES.values():  # a source's own commands (synth-plate, synth-climate)
+        add_commands = getattr(source, "add_commands", None)
+        if add_commands is not None:
+            add_commands(sub)
     return parser
 
 
@@ -172,7 +122,7 @@ def _source_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _finalize_parser(sub: Any) -> None:
-    p = _sub_parser(
+    p = sub_parser(
         sub,
         "finalize",
         "complete the cube(s) an array job wrote, once every slice is done",
@@ -183,71 +133,9 @@ def _finalize_parser(sub: Any) -> None:
     )
     p.add_argument("dest", metavar="DEST", help="the cube, or the prefix of a batch's plates")
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
-    _storage_arguments(p, with_anon=False)
-    _common_arguments(p)
+    storage_arguments(p, with_anon=False)
+    common_arguments(p)
     p.set_defaults(handler=_run_finalize)
-
-
-def _synth_parser(sub: Any) -> None:
-    summary = "write a realistic synthetic Cell Painting plate (TIFFs + load_data.csv)"
-    p = _sub_parser(
-        sub,
-        "synth-plate",
-        summary,
-        f"{summary}, in a plate folder DEST/<plate>__<timestamp>-<measurement>/Images/; "
-        "several plates in one DEST make a batch",
-        SYNTH_EXAMPLES,
-    )
-    p.add_argument("dest", metavar="DEST", help="local folder or s3:// prefix")
-    p.add_argument("--wells", default="12", help="a count (first N wells) or names A01,B03")
-    p.add_argument(
-        "--fields", type=int_at_least(1), default=4, help="fields (sites) per well (default 4)"
-    )
-    size = p.add_mutually_exclusive_group()
-    size.add_argument(
-        "--size", type=int_at_least(1), default=256, help="image height/width (default 256)"
-    )
-    size.add_argument("--jump-size", action="store_true", help="1080x1080 images, as in JUMP")
-    _plate_arguments(p)
-    p.add_argument(
-        "--compression",
-        choices=("none", "lzw"),
-        default="none",
-        help="TIFF compression (default none, as most JUMP images)",
-    )
-    p.add_argument(
-        "--seed",
-        type=int_at_least(0),
-        default=0,
-        help="seed of the images' content, 0 or more; a seed and a field give one image "
-        "(default 0)",
-    )
-    _storage_arguments(p, with_anon=False)
-    _common_arguments(p)
-    p.set_defaults(handler=_run_synth)
-
-
-def _plate_arguments(p: argparse.ArgumentParser) -> None:
-    """``synth-plate``'s plate: id, format and folder name (as JUMP names them)."""
-    p.add_argument(
-        "--plate",
-        type=matching(r"(?!.*__)[A-Za-z0-9][A-Za-z0-9._-]*", "letters, digits, . _ - (not __)"),
-        default="SYNTH0001",
-        help="plate id, the start of the plate folder's name (default SYNTH0001)",
-    )
-    p.add_argument(
-        "--plate-format",
-        type=int,
-        choices=(96, 384, 1536),
-        default=384,
-        help="wells of the plate (default 384)",
-    )
-    p.add_argument(
-        "--measurement",
-        type=matching(r"Measurement ?\d+", "Measurement followed by a number"),
-        default="Measurement1",
-        help="plate folder suffix: Measurement1 (default) or 'Measurement 1'",
-    )
 
 
 def _run_source(args: argparse.Namespace) -> None:
@@ -298,7 +186,7 @@ def _summarize(
     dest: str, plans: list[IngestPlan], results: list[IngestResult], options: dict[str, Any]
 ) -> None:
     """Print what was written and its quality; write the batch's index of plates."""
-    from ingest.index import write_plate_index
+    from ingest.index import write_batch_index
     from ingest.report import summary_line
 
     for result in results:
@@ -309,7 +197,9 @@ def _summarize(
     rate = total / max(seconds, 1e-6)
     print(f"{len(results)} cube(s), {total:.1f} MB in {seconds:.1f} s ({rate:.1f} MB/s)")
     if any(plan.dest != dest for plan in plans):  # a batch
-        print(f"Index of the plates: {write_plate_index(dest, plans, results, options)}")
+        index = write_batch_index(dest, plans, results, options)
+        if index is not None:
+            print(f"Index of the cubes: {index}")
 
 
 def _run_finalize(args: argparse.Namespace) -> None:
@@ -321,26 +211,6 @@ def _run_finalize(args: argparse.Namespace) -> None:
         print(f"{args.dest} is complete: nothing to finalize")
         return
     _summarize(args.dest, [plan for plan, _ in done], [result for _, result in done], options)
-
-
-def _run_synth(args: argparse.Namespace) -> None:
-    from ingest.sources.cellpainting.synth import JUMP_SIZE, parse_wells, write_synth_plate
-
-    options = resolve_storage_options(args.dest, endpoint_url=args.endpoint_url)
-    wells = parse_wells(args.wells, args.plate_format)  # ArgumentError before writing
-    plate = write_synth_plate(
-        args.dest,
-        wells=wells,
-        fields=args.fields,
-        size=JUMP_SIZE if args.jump_size else args.size,
-        seed=args.seed,
-        plate=args.plate,
-        plate_format=args.plate_format,
-        measurement=args.measurement,
-        compression=None if args.compression == "none" else args.compression,
-        storage_options=options,
-    )
-    print(f"Wrote {plate.n_images} images to {plate.images_url} and {plate.load_data_url}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -80,3 +80,6 @@ class Source(Protocol):
 
     def plan(self, src: str, dest: str, options: Any) -> list[IngestPlan]:
         """One plan per cube to write (a batch of plates: several); reads metadata only."""
+
+    # Optional: ``add_commands(subparsers)`` adds the source's own sub-commands
+    # (``synth-plate``, ``synth-climate``) to ``python -m ingest``.

@@ -87,7 +87,7 @@ def test_a_batch_in_two_kubernetes_slices_on_s3(bucket):
         env = _env(JOB_COMPLETION_INDEX=index)
         run_cli("cellpainting", batch, dest, "--task-count", "2", "--no-progress", env=env)
     proc = run_cli("finalize", dest)
-    assert "2 cube(s)" in proc.stdout and "Index of the plates" in proc.stdout
+    assert "2 cube(s)" in proc.stdout and "Index of the cubes" in proc.stdout
     index = pd.read_csv(io.BytesIO(bucket.fs().cat_file(f"{bucket.name}/cubes/plates.csv")))
     assert index["plate"].tolist() == ["BR00000001", "BR00000002"]
     assert index["images"].tolist() == [48, 48]

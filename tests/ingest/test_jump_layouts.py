@@ -214,7 +214,7 @@ def test_a_batch_becomes_one_cube_per_plate_with_an_index(bucket):
     dest = f"{bucket.url}/cubes/Batch1"
     index_key = f"{bucket.name}/cubes/Batch1/plates.csv"
     proc = run_cli("cellpainting", batch, dest, "--plates", "BR00000002", "--no-progress")
-    assert "1 cube(s)" in proc.stdout and "Index of the plates" in proc.stdout
+    assert "1 cube(s)" in proc.stdout and "Index of the cubes" in proc.stdout
     index = pd.read_csv(io.BytesIO(fs.cat_file(index_key)))
     assert index["plate"].tolist() == ["BR00000002"]
 

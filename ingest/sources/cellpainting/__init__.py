@@ -134,6 +134,12 @@ class CellPaintingSource:
             ome=args.ome,
         )
 
+    def add_commands(self, sub: Any) -> None:
+        """This source's own commands: ``synth-plate``."""
+        from ingest.sources.cellpainting.synth_cli import add_synth_plate_parser
+
+        add_synth_plate_parser(sub)
+
     def plan(self, src: str, dest: str, options: CellPaintingOptions) -> list[IngestPlan]:
         """One plan per plate under ``src``; see :func:`.planning.plan`."""
         return plan(src, dest, options)

@@ -31,6 +31,7 @@ from cubes.store import (
     storage_errors,
 )
 from ingest.checks import check_exists
+from ingest.index import ATTR_INDEX
 from ingest.plan import IngestPlan, ShardTask
 from ingest.sources.cellpainting.harmony import INDEX_NAMES, HarmonyIndex, apply_index, read_index
 from ingest.sources.cellpainting.illum import illum_extras, illum_folder
@@ -272,6 +273,7 @@ def _plan_plate(
         output=OmeOutput() if options.ome else None,
         attrs={
             cv.ATTR_KIND: KIND_PLATE,
+            ATTR_INDEX: _index_entry(template),
             cv.ATTR_PROVENANCE: {
                 "source_format": "cellpainting",
                 "src": src if not is_local(src) else os.path.abspath(src),
@@ -282,6 +284,21 @@ def _plan_plate(
             },
         },
     )
+
+
+def _index_entry(template: Any) -> dict[str, Any]:
+    """This plate's row in its batch's ``plates.csv``."""
+    return {
+        "file": "plates.csv",
+        "row": {
+            "plate": template.attrs.get("plate", ""),
+            "batch": template.attrs.get("batch", ""),
+            "source": template.attrs.get("source", ""),
+            "wells": template.sizes["well"],
+            "fields": template.sizes["field"],
+            "channels": " ".join(str(c) for c in template["channel"].values),
+        },
+    }
 
 
 def _encoding(n_chan: int, shape: tuple[int, ...], template: Any) -> dict[str, dict[str, Any]]:

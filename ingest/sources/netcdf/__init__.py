@@ -97,6 +97,12 @@ class NetcdfSource:
             chunks=_chunks(args.chunks),
         )
 
+    def add_commands(self, sub: Any) -> None:
+        """This source's own commands: ``synth-climate``."""
+        from ingest.sources.netcdf.synth import add_synth_climate_parser
+
+        add_synth_climate_parser(sub)
+
     def plan(self, src: str, dest: str, options: NetcdfOptions) -> list[IngestPlan]:
         """The climate cube's plan; see :func:`.planning.plan`."""
         return plan(src, dest, options)

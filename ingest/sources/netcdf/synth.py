@@ -394,19 +394,27 @@ def _upload(local: str, dest: str, options: dict[str, Any]) -> str:
 # --- command line ------------------------------------------------------------------------
 
 
+SYNTH_EXAMPLES = (
+    "python -m ingest synth-climate demo-data/climate --years 2 --grid 32x64",
+    "python -m ingest synth-climate s3://bucket/clim --years 2000-2001 --grid 0.25 "
+    "--format netcdf3 --drop-step 2000-03-04",
+)
+
+
 def add_synth_climate_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``synth-climate DEST`` sub-command to an argparse ``subparsers`` object."""
-    p = subparsers.add_parser(
+    from ingest.checks import int_at_least
+    from ingest.cli_common import common_arguments, storage_arguments, sub_parser
+
+    summary = "write realistic synthetic climate model output (monthly NetCDF files)"
+    p = sub_parser(
+        subparsers,
         "synth-climate",
-        help="write realistic synthetic climate model output (monthly NetCDF files)",
-        description="Write monthly NetCDF files of daily steps (noleap calendar, int16 "
-        "packing per file, time units that change between years, T_surf, q_H2O, cldfrac "
-        "and T on 4 pressure levels) to a local folder or an s3:// prefix.",
-        epilog="examples:\n"
-        "  python -m ingest synth-climate /tmp/clim --years 2 --grid 32x64\n"
-        "  python -m ingest synth-climate s3://bucket/clim --years 2000-2001 --grid 0.25 "
-        "--format netcdf3 --drop-step 2000-03-04 --endpoint-url http://127.0.0.1:9000",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        summary,
+        "Write monthly NetCDF files of daily steps (noleap calendar, int16 packing per file, "
+        "time units that change between years, T_surf, q_H2O, cldfrac and T on 4 pressure "
+        "levels) to a local folder or an s3:// prefix.",
+        SYNTH_EXAMPLES,
     )
     p.add_argument("dest", metavar="DEST", help="local folder or s3:// prefix")
     p.add_argument(
@@ -415,8 +423,16 @@ def add_synth_climate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--grid", default="32x64", help="NLATxNLON (default 32x64) or degrees (0.25: 721x1440)"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--format", choices=tuple(_FORMATS), default="netcdf4", dest="fmt")
+    p.add_argument(
+        "--seed", type=int_at_least(0), default=0, help="seed of the weather noise (default 0)"
+    )
+    p.add_argument(
+        "--format",
+        choices=tuple(_FORMATS),
+        default="netcdf4",
+        dest="fmt",
+        help="netcdf4 (HDF5, default) or netcdf3 (classic 64-bit offset)",
+    )
     p.add_argument("--calendar", default="noleap", help="CF calendar (default noleap)")
     p.add_argument(
         "--drop-step",
@@ -428,13 +444,8 @@ def add_synth_climate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--same-units", action="store_true", help="days since <year>-01-01 in every year"
     )
-    group = p.add_argument_group("storage")
-    group.add_argument(
-        "--endpoint-url",
-        default=None,
-        help="S3-compatible endpoint (default: AWS_ENDPOINT_URL, then AWS)",
-    )
-    p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default)")
+    storage_arguments(p, with_anon=False)
+    common_arguments(p)
     p.set_defaults(handler=run_synth_climate)
     return p
 

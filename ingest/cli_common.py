@@ -1,0 +1,62 @@
+"""Argument helpers shared by the CLI and the sources' own commands (``synth-plate`` …)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from ingest.checks import endpoint_url
+
+__all__ = ["LOG_LEVELS", "common_arguments", "epilog", "storage_arguments", "sub_parser"]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def epilog(examples: Sequence[str]) -> str:
+    """The ``examples:`` block that ends a ``--help``."""
+    return "examples:\n" + "\n".join(f"  {e}" for e in examples)
+
+
+def sub_parser(
+    sub: Any, name: str, summary: str, description: str, examples: Sequence[str]
+) -> argparse.ArgumentParser:
+    """A sub-command whose ``--help`` ends with its examples."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=epilog(examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def storage_arguments(parser: argparse.ArgumentParser, *, with_anon: bool) -> None:
+    """``--endpoint-url`` (and ``--anon`` for commands that read SRC)."""
+    group = parser.add_argument_group("storage")
+    group.add_argument(
+        "--endpoint-url",
+        type=endpoint_url,
+        default=None,
+        metavar="URL",
+        help="S3-compatible endpoint (default: AWS_ENDPOINT_URL, then AWS); credentials come "
+        "from the standard AWS chain",
+    )
+    if with_anon:
+        group.add_argument(
+            "--anon",
+            action="store_true",
+            help="read SRC anonymously (public buckets such as cellpainting-gallery)",
+        )
+
+
+def common_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--log-level``."""
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="WARNING",
+        help="what to log on stderr: DEBUG (with tracebacks), INFO, WARNING (default) or ERROR",
+    )
