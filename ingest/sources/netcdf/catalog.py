@@ -8,8 +8,9 @@ tools that combine files with different ``scale_factor``/``add_offset`` produce
 wrong values silently (VirtualiZarr#1004, kerchunk#586); here each file is
 decoded with its own.
 
-:func:`read_steps` is what a write task calls: one whole-object read of a file,
-then its variables decoded to float32 with that file's packing.
+:func:`read_steps` (in :mod:`ingest.sources.netcdf.steps`, re-exported here) is what
+a write task calls: one whole-object read of a file, then its variables decoded to
+float32 with that file's packing.
 
 The record dimension is ``concat_dim`` if given, else the file's unlimited
 dimension, else ``time``, else the leading dimension of the data variables.
@@ -21,7 +22,6 @@ numbers.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from collections.abc import Sequence
@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from cubes.errors import CubeError, SchemaError
-from cubes.store import filesystem, storage_errors
-from ingest.sources.netcdf._header import FileHeader, VarHeader, read_header, sniff_engine
+from ingest.sources.netcdf._header import FileHeader, read_header
 from ingest.sources.netcdf._time_axis import RecordCoord, TimeAxis, merge_axis
+from ingest.sources.netcdf.steps import Packing, decode, packing_of, read_steps
 
 __all__ = [
     "Catalog",
@@ -51,17 +51,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _PACKING_ATTRS = ("scale_factor", "add_offset", "_FillValue", "missing_value", "_Unsigned")
-
-
-@dataclass(frozen=True)
-class Packing:
-    """How one variable is stored in one file (decode with :func:`decode`)."""
-
-    dtype: str
-    scale_factor: Any = None
-    add_offset: Any = None
-    fill_values: tuple[Any, ...] = ()
-    unsigned: bool = False
 
 
 @dataclass(frozen=True)
@@ -333,21 +322,6 @@ def _coords(headers: list[FileHeader], dim: str) -> dict[str, CoordInfo]:
     return out
 
 
-def _packing(var: VarHeader) -> Packing:
-    fills = []
-    for key in ("_FillValue", "missing_value"):
-        if key in var.attrs:
-            fills.extend(np.atleast_1d(var.attrs[key]).tolist())
-    unsigned = str(var.attrs.get("_Unsigned", "false")).lower() == "true"
-    return Packing(
-        var.dtype,
-        var.attrs.get("scale_factor"),
-        var.attrs.get("add_offset"),
-        tuple(fills),
-        unsigned,
-    )
-
-
 def _entries(
     headers: list[FileHeader], steps: list[np.ndarray], names: list[str], on_error: str
 ) -> tuple[list[FileEntry], dict[str, tuple[int, ...]]]:
@@ -362,7 +336,7 @@ def _entries(
                 absent[name] += tuple(int(i) for i in held)
                 continue
             _check_like(first, header, name)
-        packing = {n: _packing(header.variables[n]) for n in names if n in header.variables}
+        packing = {n: packing_of(header.variables[n]) for n in names if n in header.variables}
         entries.append(
             FileEntry(
                 header.url,
@@ -412,81 +386,3 @@ def _fingerprint(entries: list[FileEntry], axis: TimeAxis, names: list[str]) -> 
     digest.update(np.ascontiguousarray(axis.numbers, np.float64).tobytes())
     digest.update(axis.present.tobytes())
     return digest.hexdigest()
-
-
-# --- the task side ------------------------------------------------------------------------
-
-
-def decode(raw: np.ndarray, packing: Packing) -> np.ndarray:
-    """CF-decode ``raw`` with one file's packing: fill/missing -> NaN, then scale and offset.
-
-    Computed in the packing attributes' float type (float32 when both are float32,
-    as xarray does), returned as float32.
-    """
-    if packing.unsigned and raw.dtype.kind == "i":
-        raw = raw.view(raw.dtype.str.replace("i", "u"))
-    attrs = [a for a in (packing.scale_factor, packing.add_offset) if a is not None]
-    wide = raw.dtype.itemsize > 2 or any(np.asarray(a).dtype != np.float32 for a in attrs)
-    data: np.ndarray[Any, Any] = raw.astype(np.float64 if wide else np.float32)
-    fills = [f for f in packing.fill_values if not np.isnan(f)]
-    if fills:
-        data[np.isin(raw, np.asarray(fills, dtype=raw.dtype))] = np.nan
-    if packing.scale_factor is not None:
-        data *= packing.scale_factor
-    if packing.add_offset is not None:
-        data += packing.add_offset
-    return data.astype(np.float32, copy=False)
-
-
-def read_steps(
-    file_url: str,
-    storage_options: dict[str, Any] | None,
-    variables: Sequence[str],
-    engine: str | None = None,
-    *,
-    record_dim: str | None = None,
-    keep_packing: bool = False,
-) -> dict[str, np.ndarray]:
-    """Read ``variables`` of one file, decoded with that file's own packing.
-
-    One whole-object read (a single GET on S3), then every variable decoded to
-    float32 (``_FillValue``/``missing_value`` -> NaN, then ``scale_factor`` and
-    ``add_offset``), or the raw stored values with ``keep_packing=True``. With
-    ``record_dim`` given, that dim is moved first.
-
-    Returns
-    -------
-    dict
-        ``{name: array}``; a variable the file lacks raises :class:`SchemaError`.
-    """
-    import xarray as xr
-
-    fs, path = filesystem(file_url, storage_options)
-    with storage_errors(file_url, storage_options):
-        data = fs.cat_file(path)
-    engine = engine or sniff_engine(file_url, data[:4])
-    out = {}
-    with xr.open_dataset(
-        io.BytesIO(data),
-        engine=engine,
-        decode_cf=False,
-        decode_times=False,
-        mask_and_scale=False,
-        cache=False,
-    ) as ds:
-        for name in variables:
-            if name not in ds.variables:
-                raise SchemaError(
-                    f"{file_url} has no variable '{name}' (it has "
-                    f"{', '.join(map(str, ds.data_vars))}). Re-plan: the file changed since the "
-                    "catalog was read."
-                )
-            var = ds.variables[name]
-            if record_dim is not None and record_dim in var.dims and var.dims[0] != record_dim:
-                var = var.transpose(record_dim, ...)
-            raw = np.asarray(var.values)
-            header = VarHeader(
-                name, tuple(map(str, var.dims)), raw.shape, str(raw.dtype), var.attrs
-            )
-            out[name] = raw.copy() if keep_packing else decode(raw, _packing(header))
-    return out

@@ -16,7 +16,7 @@ import numpy as np
 
 from cubes.errors import CubeError
 from ingest.plan import Block, ShardTask
-from ingest.sources.netcdf.catalog import read_steps
+from ingest.sources.netcdf.steps import read_steps
 
 __all__ = ["ReadContext", "read_block"]
 
