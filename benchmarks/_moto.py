@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "bench",
@@ -43,3 +45,14 @@ def start_moto() -> tuple[subprocess.Popen, str]:
             time.sleep(0.1)
     server.kill()
     raise RuntimeError("moto_server did not start")
+
+
+def copy_objects(s3: Any, keys: list[str], threads: int, bucket: str = "bench") -> None:
+    """The plain way to move the bytes: boto3 GET + PUT of each key, ``threads`` at once."""
+
+    def one(key: str) -> None:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        s3.put_object(Bucket=bucket, Key=f"copy/{key}", Body=body)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, keys))

@@ -20,13 +20,12 @@ import argparse
 import io
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import numpy as np
 import tifffile
 import zarr
-from _moto import start_moto, use_dummy_credentials  # noqa: E402 - benchmarks/ is on sys.path
+from _moto import copy_objects, start_moto, use_dummy_credentials  # noqa: E402 - benchmarks/ is on sys.path
 
 use_dummy_credentials()
 
@@ -54,15 +53,6 @@ def naive(s3, keys: list[str], dest: str, options: dict, shape: tuple) -> None:
         body = s3.get_object(Bucket="bench", Key=key)["Body"].read()
         image = tifffile.imread(io.BytesIO(body))
         arr[w, f, int(g["channel"]) - 1] = image  # a partial shard write: read-modify-write
-
-
-def copy(s3, keys: list[str], threads: int) -> None:
-    def one(key: str) -> None:
-        body = s3.get_object(Bucket="bench", Key=key)["Body"].read()
-        s3.put_object(Bucket="bench", Key=f"copy/{key}", Body=body)
-
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(one, keys))
 
 
 def ours(src: str, dest: str, threads: int) -> None:
@@ -98,7 +88,9 @@ def main() -> None:
             "naive loop (GET, tifffile, zarr write; sequential)": lambda: naive(
                 s3, keys, "s3://bench/naive.zarr", options, shape
             ),
-            f"plain GET+PUT copy ({args.threads} threads)": lambda: copy(s3, keys, args.threads),
+            f"plain GET+PUT copy ({args.threads} threads)": lambda: copy_objects(
+                s3, keys, args.threads
+            ),
             f"python -m ingest cellpainting ({args.threads} threads)": lambda: ours(
                 "s3://bench/raw", "s3://bench/ours.zarr", args.threads
             ),

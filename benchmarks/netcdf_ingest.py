@@ -26,10 +26,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import boto3
-from _moto import start_moto, use_dummy_credentials  # noqa: E402 - benchmarks/ is on sys.path
+from _moto import copy_objects, start_moto, use_dummy_credentials  # noqa: E402 - benchmarks/ is on sys.path
 
 use_dummy_credentials()
 
@@ -61,15 +60,6 @@ def mfdataset(keys: list[str], dest: str, distributed: bool, threads: int) -> No
         if client is not None:
             client.cluster.close()
             client.close()
-
-
-def copy(s3, keys: list[str], threads: int) -> None:
-    def one(key: str) -> None:
-        body = s3.get_object(Bucket="bench", Key=key)["Body"].read()
-        s3.put_object(Bucket="bench", Key=f"copy/{key}", Body=body)
-
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(one, keys))
 
 
 _WRAPPER = (
@@ -143,7 +133,7 @@ def main() -> None:
                 lambda: mfdataset(keys, "bench/mfd.zarr", True, args.threads), args.runs
             ),
             f"plain GET+PUT copy ({args.threads} threads)": best(
-                lambda: copy(s3, keys, args.threads), args.runs
+                lambda: copy_objects(s3, keys, args.threads), args.runs
             ),
         }
         runs = [

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,3 +24,20 @@ def source_images(fs: Any, root: str) -> dict[tuple[str, int, str], np.ndarray]:
             key = (well_name(g["row"], g["column"]), g["field"], SOURCE4_CHANNELS[g["channel"]])
             out[key] = tifffile.imread(io.BytesIO(fs.cat_file(path)))
     return out
+
+
+def real_data(*parts: str) -> Path | None:
+    """A path in the public real files (``shared/real-data``, see its SOURCES.md), or None.
+
+    Found above the tests (a checkout beside ``shared/``: a worktree, the main
+    checkout, CI's clone), or at ``$CELLCUBES_REAL_DATA``. Tests that read it
+    skip where it is absent; the main tests stand on fixtures they write.
+    """
+    roots = (
+        [Path(os.environ["CELLCUBES_REAL_DATA"])] if os.environ.get("CELLCUBES_REAL_DATA") else []
+    )
+    roots += [parent / "shared" / "real-data" for parent in Path(__file__).resolve().parents]
+    for root in roots:
+        if root.is_dir() and root.joinpath(*parts).exists():
+            return root.joinpath(*parts)
+    return None

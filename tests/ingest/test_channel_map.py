@@ -11,6 +11,7 @@ import cubes
 from cubes.errors import SchemaError
 from ingest.cli import main
 from ingest.sources.cellpainting.jump import SOURCE4_CHANNELS, read_channel_map, source_key
+from tests.helpers import real_data
 
 _HEADER = (
     "Metadata_Source,Metadata_Channel_Num_DNA,Metadata_Channel_Num_ER,Metadata_Channel_Num_RNA,"
@@ -42,12 +43,7 @@ SOURCE15 = {
 
 
 def _real_data() -> Path | None:
-    """The nearest ``shared/real-data`` folder above this file, if any."""
-    for folder in Path(__file__).resolve().parents:
-        candidate = folder / "shared" / "real-data"
-        if candidate.is_dir():
-            return candidate
-    return None
+    return real_data()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
@@ -25,6 +24,7 @@ from cubes.errors import SchemaError
 from ingest.cli import main
 from ingest.sources.cellpainting.harmony import NAMESPACES, HarmonyImage, read_index, write_index
 from ingest.sources.cellpainting.synth import write_synth_plate
+from tests.helpers import real_data
 
 CHANNELS = {1: ("Alexa 647", 640.0, 706.0), 2: ("HOECHST 33342", 405.0, 456.0)}
 PIXEL_M = 0.2966881e-6
@@ -32,13 +32,7 @@ SPACING_M = 645.814e-6
 
 
 def _real_data() -> Path | None:
-    """``shared/real-data`` above this file (worktree or main checkout), or the env variable."""
-    if os.environ.get("CELLCUBES_REAL_DATA"):
-        return Path(os.environ["CELLCUBES_REAL_DATA"])
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "shared" / "real-data").is_dir():
-            return parent / "shared" / "real-data"
-    return None
+    return real_data()
 
 
 REAL = _real_data()

@@ -19,6 +19,7 @@ from ingest.sources.cellpainting.loaddata import read_load_data, resolve_folder
 from ingest.sources.cellpainting.plate import well_name
 from ingest.sources.cellpainting.synth import write_synth_plate
 from tests.conftest import ROOT, run_cli
+from tests.helpers import real_data
 
 # stain -> (chN of its file, instrument channel name, excitation nm, emission nm)
 V1 = {
@@ -37,10 +38,7 @@ GALLERY = "cpg0001-cellpainting-protocol/source_4/images/2020_06_19_Stain2_Batch
 
 
 def _real_data() -> Path | None:
-    for folder in Path(__file__).resolve().parents:
-        if (folder / "shared" / "real-data").is_dir():
-            return folder / "shared" / "real-data"
-    return None
+    return real_data()
 
 
 REAL = _real_data()

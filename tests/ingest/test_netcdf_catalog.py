@@ -16,16 +16,13 @@ from cubes.errors import SchemaError
 from ingest.sources.netcdf import _header as _netcdf_header
 from ingest.sources.netcdf.catalog import read_catalog, read_steps
 from ingest.sources.netcdf.synth import write_synth_climate
+from tests.helpers import real_data
 
 VARS = ["T_surf", "q_H2O", "cldfrac", "T"]
 
 
 def _real_data() -> Path | None:
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "real-data" / "xarray-data" / "eraint_uvz.nc"
-        if candidate.exists():
-            return candidate
-    return None
+    return real_data("xarray-data", "eraint_uvz.nc")
 
 
 @pytest.fixture(scope="module", params=["netcdf4", "netcdf3"])

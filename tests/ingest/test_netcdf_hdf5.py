@@ -13,17 +13,14 @@ import xarray as xr
 from ingest.sources.netcdf._header import FileHeader, VarHeader, read_header
 from ingest.sources.netcdf.catalog import read_catalog, read_steps
 from ingest.sources.netcdf.synth import write_synth_climate
+from tests.helpers import real_data
 
 VARS = ["T_surf", "q_H2O", "cldfrac", "T"]
 _RAW = {"decode_cf": False, "decode_times": False, "mask_and_scale": False}
 
 
 def _real_data() -> Path | None:
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "real-data" / "xarray-data" / "eraint_uvz.nc"
-        if candidate.exists():
-            return candidate
-    return None
+    return real_data("xarray-data", "eraint_uvz.nc")
 
 
 def _xarray_header(path: str) -> FileHeader:
