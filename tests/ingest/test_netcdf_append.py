@@ -97,3 +97,21 @@ def test_another_shard_size_is_not_an_append(months, tmp_path, capsys):
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
     np.testing.assert_equal(cubes.open_cube(dest).sizes["time"], 31)
+
+
+@pytest.mark.s3
+def test_append_on_s3(months, bucket, tmp_path, capsys):
+    fs = bucket.fs()
+    for f in months[:2]:
+        fs.put(str(f), f"{bucket.name}/src/{f.name}")
+    src, dest = f"{bucket.url}/src/", f"{bucket.url}/cube.zarr"
+    assert _run(src, dest) == 0
+    fs.put(str(months[2]), f"{bucket.name}/src/{months[2].name}")
+    assert _run(src, dest) == 0
+    appended = cubes.open_cube(dest, require_complete=True).load()
+    whole = str(tmp_path / "whole.zarr")
+    assert _run(_folder(tmp_path / "all", months[:3]), whole) == 0
+    xr.testing.assert_identical(appended.drop_attrs(), cubes.open_cube(whole).load().drop_attrs())
+    capsys.readouterr()
+    assert _run(src, dest) == 0
+    assert "up to date" in capsys.readouterr().out
