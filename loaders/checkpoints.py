@@ -7,18 +7,16 @@ Layout under the URL::
     latest                      {"step": 240, "prefix": "step-000000240"}
     metrics/000001.jsonl        one JSON object per line, in segments
 
-A step prefix is immutable. Its ``manifest.json`` (sizes and sha256 of the
-other files) is written after them, and ``latest`` after the manifest: each is
-one PUT, atomic on S3 (a write-then-rename on local disk), so a process killed
-at any moment (``kill -9``) leaves the previous ``latest`` and its step whole.
-Nothing is renamed or deleted before the new state is in place, unlike
-``torch.distributed.checkpoint`` on S3, which deletes its marker before a rename.
+A step prefix is immutable. Its ``manifest.json`` (sizes, sha256) is written
+after its files and ``latest`` after the manifest, each in one PUT (atomic on
+S3; write-then-rename locally): a ``kill -9`` at any moment leaves the previous
+``latest`` and its step whole. Nothing is deleted before the new state is in
+place (``torch.distributed.checkpoint`` on S3 deletes its marker, then renames).
 
-The metrics log is a sequence of segment objects, each rewritten whole on every
-:meth:`Checkpoints.log` (S3 has no append). A segment holds at most
-``segment_lines`` lines, so one call costs one PUT of at most that many lines
-(not of the whole history), and a kill loses at most the line being logged.
-Each process starts a new segment, so two runs never overwrite each other's.
+The metrics log: S3 has no append, so each :meth:`Checkpoints.log` rewrites its
+segment whole, in one PUT. A segment holds at most ``segment_lines`` lines, so a
+call costs a bounded PUT (not the whole history), and a kill loses at most the
+line being logged. Each process starts a new segment: runs never overwrite.
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ from typing import Any, Protocol
 
 import torch
 
+import cubes
 from cubes.errors import CubeExistsError, SchemaError, SourceNotFoundError, StorageError
 from cubes.store import (
     check_location,
@@ -70,7 +69,7 @@ class Stateful(Protocol):
 
 
 class _Damaged(Exception):
-    """A step prefix that is not a whole checkpoint; ``missing`` when a file is absent."""
+    """A step that is not whole; ``missing`` when a file is absent (not just different)."""
 
     def __init__(self, reason: str, *, missing: bool) -> None:
         super().__init__(reason)
@@ -79,15 +78,6 @@ class _Damaged(Exception):
 
 def _prefix(step: int) -> str:
     return f"step-{step:09d}"
-
-
-def _software() -> dict[str, str]:
-    import cubes
-
-    return {
-        "cellcubes": str(getattr(cubes, "__version__", "0+unknown")),
-        "torch": torch.__version__,
-    }
 
 
 def _torch_bytes(obj: Stateful) -> bytes:
@@ -121,16 +111,12 @@ class Checkpoints:
         Local path, ``file://`` or ``s3://bucket/prefix``.
     keep_last
         Keep this many complete steps (the newest); ``None`` keeps all.
-    storage_options
-        fsspec options (``endpoint_url`` …); the endpoint and credentials
-        otherwise come from the standard AWS variables and files.
-    endpoint_url, anon
-        As in :func:`cubes.store.resolve_storage_options`.
+    storage_options, endpoint_url, anon
+        As in :func:`cubes.store.resolve_storage_options` (default: the
+        standard AWS variables and files).
 
     Raises
     ------
-    SchemaError
-        ``keep_last`` is not a positive integer.
     StorageError, SourceNotFoundError
         The endpoint or bucket cannot be used.
 
@@ -165,9 +151,6 @@ class Checkpoints:
         check_location(url, self.storage_options)
         self._segment: int | None = None
         self._lines: list[str] = []
-
-    def __repr__(self) -> str:
-        return f"Checkpoints({self.url!r}, keep_last={self.keep_last!r})"
 
     # --- storage ------------------------------------------------------------------------
 
@@ -204,12 +187,12 @@ class Checkpoints:
                     raise
                 return None
 
-    def _files(self) -> list[str]:
-        """Every object below the URL, as paths relative to it."""
-        with storage_errors(self.url, self.storage_options):
+    def _files(self, under: str = "") -> list[str]:
+        """Every object below the URL (or its folder ``under``), relative to the URL."""
+        with storage_errors(self._where(under), self.storage_options):
             self.fs.invalidate_cache(self._root)
             try:
-                found = self.fs.find(self._root)
+                found = self.fs.find(self._path(under))
             except FileNotFoundError:
                 return []
         start = len(self._root.rstrip("/")) + 1
@@ -247,13 +230,11 @@ class Checkpoints:
         ----------
         step
             Training step (>= 0); names the prefix ``step-000000123``.
-        model, optimizer
-            Saved with ``torch.save(obj.state_dict())``.
-        loader
-            A :class:`~loaders.loader.CubeLoader` (or its dataset): its
-            position and what a resuming loader must match, as JSON.
+        model, optimizer, loader
+            ``torch.save`` of the model's and optimizer's ``state_dict()``; the
+            loader's (a :class:`~loaders.loader.CubeLoader` or its dataset) as JSON.
         extra
-            Any JSON-able values (epoch, best score …), returned by the loads.
+            JSON-able values (epoch, best score …), returned by the loads.
 
         Returns
         -------
@@ -269,7 +250,13 @@ class Checkpoints:
         """
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise SchemaError(f"step={step!r}: give the training step as an integer >= 0.")
-        files = self._encode(model, optimizer, loader, extra)
+        # Every file in memory first: nothing is written if one cannot be made.
+        torch_objects = {"model.pt": model, "optimizer.pt": optimizer}
+        files = {n: _torch_bytes(o) for n, o in torch_objects.items() if o is not None}
+        if loader is not None:
+            files["loader.json"] = _json_bytes(loader.state_dict(), "the loader state")
+        if extra is not None:
+            files["extra.json"] = _json_bytes(dict(extra), "extra")
         prefix = _prefix(step)
         self._clear_unfinished(step, prefix)
         for name, data in files.items():
@@ -281,31 +268,12 @@ class Checkpoints:
             self._retain(step)
         return self._where(prefix)
 
-    def _encode(
-        self,
-        model: Stateful | None,
-        optimizer: Stateful | None,
-        loader: Stateful | None,
-        extra: Mapping[str, Any] | None,
-    ) -> dict[str, bytes]:
-        """Every file of a step, in memory: nothing is written if one cannot be made."""
-        files: dict[str, bytes] = {}
-        if model is not None:
-            files["model.pt"] = _torch_bytes(model)
-        if optimizer is not None:
-            files["optimizer.pt"] = _torch_bytes(optimizer)
-        if loader is not None:
-            files["loader.json"] = _json_bytes(loader.state_dict(), "the loader state")
-        if extra is not None:
-            files["extra.json"] = _json_bytes(dict(extra), "extra")
-        return files
-
     def _manifest(self, step: int, files: Mapping[str, bytes]) -> bytes:
         manifest = {
             "format": FORMAT,
             "step": step,
             "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "software": _software(),
+            "software": {"cellcubes": cubes.__version__, "torch": torch.__version__},
             "files": {
                 name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
                 for name, data in files.items()
@@ -314,13 +282,20 @@ class Checkpoints:
         return _json_bytes(manifest, "the manifest")
 
     def _clear_unfinished(self, step: int, prefix: str) -> None:
-        """Refuse a saved step; remove what an interrupted save of it left."""
+        """Refuse a committed step; remove what an interrupted save of it left.
+
+        A step is committed once ``latest`` names it or a later step. A complete
+        step after ``latest`` (killed before ``latest`` was written) was never
+        loaded by anyone: the resumed run that reaches it again replaces it.
+        """
         if self._get(f"{prefix}/manifest.json") is not None:
-            raise CubeExistsError(
-                f"Checkpoint step {step} already exists at {self._where(prefix)}; checkpoints "
-                "are immutable. Save under another step, or delete that prefix first."
-            )
-        if self._prefixes().get(step) is False:
+            latest = self.latest_step()
+            if latest is None or step <= latest:
+                raise CubeExistsError(
+                    f"Checkpoint step {step} already exists at {self._where(prefix)}; "
+                    "checkpoints are immutable. Save under another step, or delete it first."
+                )
+        if self._files(prefix):
             logger.info("Removing the unfinished save at %s", self._where(prefix))
             self._remove(prefix)
 
@@ -329,24 +304,16 @@ class Checkpoints:
         prefixes = self._prefixes()
         complete = sorted(s for s, done in prefixes.items() if done and s <= latest)
         keep = set(complete[-(self.keep_last or len(complete)) :]) | {latest}
-        for step, done in sorted(prefixes.items()):
+        for step in sorted(prefixes):
             if step in keep or step > latest:
                 continue
-            logger.info(
-                "Removing %s checkpoint step %d (keep_last=%s)",
-                "complete" if done else "unfinished",
-                step,
-                self.keep_last,
-            )
+            logger.info("Removing checkpoint step %d (keep_last=%s)", step, self.keep_last)
             self._remove(_prefix(step))
 
     # --- loading ------------------------------------------------------------------------
 
     def steps(self) -> list[int]:
-        """The steps with a manifest (complete saves), oldest first.
-
-        Files are verified against their manifest only when loaded.
-        """
+        """The steps with a manifest (complete saves; verified when loaded), oldest first."""
         return sorted(s for s, done in self._prefixes().items() if done)
 
     def latest_step(self) -> int | None:
@@ -360,11 +327,8 @@ class Checkpoints:
             if not isinstance(step, int) or pointer.get("prefix") != _prefix(step):
                 raise ValueError(pointer)
         except (ValueError, KeyError, TypeError):
-            warnings.warn(
-                f"{self._where('latest')} is unreadable; using the newest complete step.",
-                DamagedCheckpointWarning,
-                stacklevel=3,
-            )
+            why = f"{self._where('latest')} is unreadable; using the newest complete step."
+            warnings.warn(why, DamagedCheckpointWarning, stacklevel=3)
             return None
         return step
 
@@ -378,18 +342,16 @@ class Checkpoints:
     ) -> dict[str, Any] | None:
         """Restore the step ``latest`` names into the objects given.
 
-        When that step is damaged or incomplete (a file missing, or not of the
-        size and sha256 its manifest records), the newest older complete step
-        is loaded instead, with a :class:`DamagedCheckpointWarning`.
+        If that step is damaged (a file missing, or unlike its manifest), the
+        newest older whole step is loaded, with a :class:`DamagedCheckpointWarning`.
 
         Parameters
         ----------
         model, optimizer, loader
-            Objects whose ``load_state_dict`` receives the saved states; the
-            loader's is checked (and applied) first, so a refused loader
-            state leaves the model and optimizer untouched.
+            Their ``load_state_dict`` receives the saved states; the loader's
+            first, so a refused loader state leaves the others untouched.
         map_location
-            Passed to ``torch.load`` (default ``"cpu"``).
+            Passed to ``torch.load``.
 
         Returns
         -------
@@ -400,8 +362,7 @@ class Checkpoints:
         ------
         SchemaError
             The loader state is of another cube or dataset configuration (the
-            message names what differs), or an object was given that the
-            checkpoint holds no state for.
+            message names what differs), or the checkpoint lacks a state asked for.
         SourceNotFoundError
             Checkpoints exist, but none is whole.
         """
@@ -425,7 +386,7 @@ class Checkpoints:
                     DamagedCheckpointWarning,
                     stacklevel=2,
                 )
-            return self._restore(step, files, model, optimizer, loader, map_location)
+            return self._restore(step, files, (loader, model, optimizer), map_location)
         raise SourceNotFoundError(
             f"No whole checkpoint at {self.url}: {'; '.join(reasons)}. Restore the files, or "
             "start afresh in another location."
@@ -440,14 +401,10 @@ class Checkpoints:
         loader: Stateful | None = None,
         map_location: Any = "cpu",
     ) -> dict[str, Any]:
-        """Restore step ``step`` (see :meth:`load_latest`); no fallback.
+        """Restore step ``step`` (see :meth:`load_latest`), without fallback.
 
-        Raises
-        ------
-        SourceNotFoundError
-            The step is not saved, or a file of it is missing.
-        StorageError
-            A file does not match its manifest.
+        Raises :class:`SourceNotFoundError` if the step or a file of it is missing,
+        :class:`StorageError` if a file does not match its manifest.
         """
         try:
             files = self._read_step(step)
@@ -461,7 +418,7 @@ class Checkpoints:
             raise StorageError(
                 f"Checkpoint step {step} at {where} is damaged: {exc}. Load another step."
             ) from None
-        return self._restore(step, files, model, optimizer, loader, map_location)
+        return self._restore(step, files, (loader, model, optimizer), map_location)
 
     def _read_step(self, step: int) -> dict[str, bytes]:
         """The files of step ``step``, checked against its manifest; :class:`_Damaged` if not."""
@@ -480,30 +437,22 @@ class Checkpoints:
             if data is None:
                 raise _Damaged(f"{name} is missing", missing=True)
             if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
-                raise _Damaged(
-                    f"{name} has {len(data)} bytes and another sha256 than the {size} bytes "
-                    "its manifest records",
-                    missing=False,
-                )
+                why = f"{name} has {len(data)} bytes, not the {size} with the sha256 recorded"
+                raise _Damaged(why, missing=False)
             files[name] = data
         return files
 
     def _restore(
-        self,
-        step: int,
-        files: Mapping[str, bytes],
-        model: Stateful | None,
-        optimizer: Stateful | None,
-        loader: Stateful | None,
-        map_location: Any,
+        self, step: int, files: Mapping[str, bytes], objects: tuple[Any, ...], map_location: Any
     ) -> dict[str, Any]:
+        """Load ``(loader, model, optimizer)``; the loader state first (checked, then set)."""
         where = self._where(_prefix(step))
-        wanted = {"loader.json": loader, "model.pt": model, "optimizer.pt": optimizer}
+        loader, model, optimizer = objects
+        wanted = dict(zip(("loader.json", "model.pt", "optimizer.pt"), objects, strict=True))
         absent = [name for name, obj in wanted.items() if obj is not None and name not in files]
         if absent:
             raise SchemaError(
-                f"Checkpoint {where} holds no {', '.join(absent)}: it was saved without them. "
-                "Do not pass those objects to the load."
+                f"Checkpoint {where} holds no {', '.join(absent)}: do not ask for it."
             )
         if loader is not None:
             try:
@@ -529,7 +478,7 @@ class Checkpoints:
         """
         line = _json_bytes(metrics, "the metrics").decode()
         if self._segment is None or len(self._lines) >= self.segment_lines:
-            self._segment = self._next_segment()
+            self._segment = (self._segment or max(self._segments(), default=0)) + 1
             self._lines = []
         self._lines.append(line)
         self._put(
@@ -537,20 +486,11 @@ class Checkpoints:
         )
 
     def _segments(self) -> list[int]:
-        names = [n.removeprefix("metrics/") for n in self._files() if n.startswith("metrics/")]
+        names = [n.removeprefix("metrics/") for n in self._files("metrics")]
         return sorted(int(m.group(1)) for m in map(_SEGMENT.match, names) if m)
 
-    def _next_segment(self) -> int:
-        if self._segment is not None:
-            return self._segment + 1
-        return max(self._segments(), default=0) + 1
-
     def read_log(self) -> list[dict[str, Any]]:
-        """Every logged line, oldest first (across runs that resumed here).
-
-        Lines logged after the last checkpoint by a run that then died are
-        kept: filter on the step if a resumed run should replace them.
-        """
+        """Every logged line, oldest first, across runs (a dead run's last lines included)."""
         out: list[dict[str, Any]] = []
         for segment in self._segments():
             raw = self._get(f"metrics/{segment:06d}.jsonl") or b""
