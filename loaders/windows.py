@@ -384,7 +384,7 @@ def windows_epoch_order(
     table = _check_table(table)
     _check_order(seed, epoch, batch_size, rank, world_size, uneven, shard_steps)
     keys = np.stack([table[:, 0], table[:, 1] // shard_steps], axis=1)
-    sizes = order.shard_sizes(keys)
+    sizes = order.shard_sizes(keys) if len(table) else np.zeros(0, dtype=np.int64)
     largest = int(sizes.max()) if len(sizes) else 1
     buffer = order.effective_buffer(shuffle_buffer, batch_size, largest)
     the_order = order.epoch_order(sizes, seed=seed, epoch=epoch, shuffle=shuffle, buffer=buffer)
