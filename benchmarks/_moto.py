@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -56,3 +58,23 @@ def copy_objects(s3: Any, keys: list[str], threads: int, bucket: str = "bench") 
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, keys))
+
+
+@contextlib.contextmanager
+def bench_bucket(name: str = "bench") -> Iterator[Any]:
+    """A moto server in its own process with an empty bucket; yields a boto3 client.
+
+    ``AWS_ENDPOINT_URL`` points at it meanwhile, so s3fs, obstore and subprocesses
+    (``python -m ingest``) reach it too.
+    """
+    import boto3
+
+    server, endpoint = start_moto()
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    try:
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket=name)
+        yield s3
+    finally:
+        server.terminate()
+        server.wait()

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import time
 
-import boto3
 import numpy as np
 import tifffile
 import zarr
-from _moto import copy_objects, start_moto, use_dummy_credentials  # noqa: E402 - benchmarks/ is on sys.path
+from _moto import bench_bucket, copy_objects, use_dummy_credentials  # noqa: E402 - benchmarks/ is on sys.path
 
 use_dummy_credentials()
 
@@ -67,11 +65,7 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=3)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
-    server, endpoint = start_moto()
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
-    try:
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket="bench")
+    with bench_bucket() as s3:
         options = resolve_storage_options("s3://bench")
         wells = parse_wells(str(args.wells))
         write_synth_plate("s3://bench/raw", wells=wells, fields=args.fields, size=1080,
@@ -109,9 +103,6 @@ def main() -> None:
         for name, seconds in times.items():
             ratio = ours_mbs / (mb / seconds)
             print(f"| {name} | {seconds:.1f} | {mb / seconds:.0f} | {ratio:.2f}x |")
-    finally:
-        server.terminate()
-        server.wait()
 
 
 if __name__ == "__main__":

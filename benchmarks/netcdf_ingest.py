@@ -21,14 +21,12 @@ it must not grow with the number of files.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 
-import boto3
-from _moto import copy_objects, start_moto, use_dummy_credentials  # noqa: E402 - benchmarks/ is on sys.path
+from _moto import bench_bucket, copy_objects, use_dummy_credentials  # noqa: E402 - benchmarks/ is on sys.path
 
 use_dummy_credentials()
 
@@ -108,11 +106,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3, help="best of N")
     args = parser.parse_args()
-    server, endpoint = start_moto()
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
-    try:
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket="bench")
+    with bench_bucket() as s3:
         options = resolve_storage_options("s3://bench")
         grid = parse_grid(args.grid)
         synth = write_synth_climate("s3://bench/raw", years=args.years, grid=grid,
@@ -156,9 +150,6 @@ def main() -> None:
         print(f"Peak RSS of ours: {len(quarter)} files {rss_quarter / 1e6:.0f} MB, "
               f"{len(keys)} files {rss_all / 1e6:.0f} MB "
               f"(ratio {rss_all / rss_quarter:.2f})")  # fmt: skip
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def _objects(s3, prefix: str) -> list[dict]:
