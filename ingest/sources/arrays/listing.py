@@ -75,6 +75,7 @@ def list_array_files(src: str, storage_options: dict[str, Any] | None = None) ->
         ``src`` does not exist, or holds no array file.
     """
     fs, root = filesystem(src, storage_options)
+    fs.invalidate_cache()  # a listing cached by an earlier run in this process is stale
     with storage_errors(src, storage_options):
         listing: dict[str, dict[str, Any]] = fs.find(root, detail=True)
     base = root.replace("\\", "/")

@@ -87,6 +87,7 @@ def discover(
         named like a Cell Painting image.
     """
     fs, root = filesystem(src, storage_options)
+    fs.invalidate_cache()  # a listing cached by an earlier run in this process is stale
     with storage_errors(src, storage_options):
         listing = fs.find(root)
     if not listing:  # nothing under it: a mistyped SRC says so, an empty folder says that

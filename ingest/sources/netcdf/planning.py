@@ -106,6 +106,7 @@ def list_files(src: str, storage_options: dict[str, Any]) -> list[str]:
         SRC does not exist, or holds no file ending in one of :data:`EXTENSIONS`.
     """
     fs, root = filesystem(src, storage_options)
+    fs.invalidate_cache()  # a listing cached by an earlier run in this process is stale
     with storage_errors(src, storage_options):
         if any(c in src for c in "*?["):
             paths = sorted(fs.glob(root))
