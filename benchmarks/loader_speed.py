@@ -73,8 +73,8 @@ from xbatcher.loaders.torch import MapDataset  # noqa: E402
 from zarr.storage import FsspecStore, ObjectStore  # noqa: E402
 
 from cubes import open_cube  # noqa: E402
-from cubes.conventions import IMAGES  # noqa: E402
 from cubes.store import resolve_storage_options  # noqa: E402
+from ingest.sources.cellpainting.layout import IMAGES  # noqa: E402
 from ingest.sources.cellpainting.synth import JUMP_SIZE, parse_wells, synth_field, write_synth_plate  # noqa: E402
 from loaders import CubeBatchDataset  # noqa: E402
 

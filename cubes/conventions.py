@@ -15,21 +15,9 @@ ATTR_COMPLETE = "cube_complete"
 ATTR_PROVENANCE = "provenance"
 ATTR_INPUTS = "ingest_inputs_sha256"  # of the plan's tasks and input files: re-runs compare it
 
-KIND_PLATE = "cellpainting-plate"
-
-# Variables and dims of a plate cube.
-IMAGES = "images"
+# The mask every cube has: True where the input was found and written (cubes/layout.py).
 PRESENT = "present"
-THUMBNAIL = "thumbnail"
-ILLUM = "illum"
-PLATE_DIMS = ("well", "field", "channel", "y", "x")
-SAMPLE_DIMS = ("well", "field")
 
-# Per-channel statistics over the present images, computed while ingesting.
-# "saturated" is the fraction of pixels at the dtype's maximum (integer images).
+# Statistics of integer images, computed while ingesting (a layout names its own;
+# cubes/layout.py). "saturated" is the fraction of values at the dtype's maximum.
 STAT_NAMES = ("mean", "std", "min", "max", "p01", "p99", "saturated")
-
-
-def stat_var(name: str) -> str:
-    """Name of the variable holding one per-channel statistic (``channel_mean`` …)."""
-    return f"channel_{name}"
