@@ -41,11 +41,11 @@ def _train(model, optimizer, loader, n: int) -> list[torch.Tensor]:
     seen: list[torch.Tensor] = []
     while len(seen) < n:
         for batch in loader:
-            loss = model(batch["images"].mean(dim=(2, 3))).pow(2).mean()
+            loss = model(batch["inputs"].mean(dim=(2, 3))).pow(2).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            seen.append(batch["images"])
+            seen.append(batch["inputs"])
             if len(seen) == n:
                 break
     return seen
