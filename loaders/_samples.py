@@ -231,7 +231,9 @@ def sample_rows(k: int, cube: CubeInfo, space: Space) -> np.ndarray:
     """Rows ``(cube, *sample positions, *window origins)`` of the present samples of cube ``k``."""
     dims = space.sample_dims
     shape = [cube.sizes[d] for d in dims]
-    found = np.ones(shape, dtype=bool) if cube.present is None else cube.present.any(axis=-1)
+    found: np.ndarray = np.ones(shape, dtype=bool)
+    if cube.present is not None:
+        found = np.asarray(cube.present.any(axis=-1), dtype=bool)
     w = space.windows
     if w is None:
         positions = np.argwhere(found).astype(np.int64).reshape(-1, len(dims))
@@ -246,9 +248,8 @@ def sample_rows(k: int, cube: CubeInfo, space: Space) -> np.ndarray:
         for combo in itertools.product(*others):
             index: list[Any] = list(combo)
             index.insert(t, slice(None))
-            along_time: np.ndarray = found[tuple(index)]
             starts = valid_windows(
-                along_time,
+                found[tuple(index)],
                 input_steps=w.input_steps,
                 target_steps=w.target_steps,
                 lead=cube.lead,
