@@ -227,7 +227,10 @@ def test_state_from_another_setup_is_refused(local_cube):
     with pytest.raises(SchemaError, match=r"world_size=1.*world_size=2"):
         ranks.loader(num_workers=0)
     patches = CubeBatchDataset(str(local_cube), batch_size=2, shuffle=True, channels=["DNA"])
-    with pytest.raises(SchemaError, match=r"dataset='[0-9a-f]+'.*same cubes, channels"):
+    with pytest.raises(
+        SchemaError,
+        match=r"another dataset \(inputs=\[.*'Brightfield'\]\); this one has inputs=\['DNA'\]",
+    ):
         patches.loader(num_workers=0).load_state_dict(state)
     with pytest.raises(SchemaError, match="Not a CubeLoader state"):
         patches.loader(num_workers=0).load_state_dict({"epoch": 0})
