@@ -24,11 +24,11 @@ from loaders import Checkpoints
 from tests.conftest import ROOT, Bucket
 
 SCRIPT = ROOT / "examples" / "train_climate.py"
-# Train on January to June, validate on August; a checkpoint every 2 steps.
-OPTIONS = [
-    *("--every", "2", "--batch-size", "4", "--window", "8x16"),
-    *("--time-range", "2000-01-01", "2000-06-30", "--val-range", "2000-08-01", "2000-08-31"),
-]
+# Windows starting on 1..6 January, 4 patches each: 6 batches of 4 per epoch. Validate on
+# August; a checkpoint every 2 steps. Stopped at step 4 and resumed, a run crosses an epoch.
+TRAIN = ["--every", "2", "--batch-size", "4", "--window", "8x16"]
+TRAIN += ["--time-range", "2000-01-01", "2000-01-06"]
+OPTIONS = [*TRAIN, "--val-range", "2000-08-01", "2000-08-31"]
 DONE = re.compile(r"^done: step (\d+), loss (\S+), weights ([0-9a-f]{16})$", re.M)
 
 
@@ -105,7 +105,8 @@ def runs(cube: str, script: ModuleType, tmp_path_factory: pytest.TempPathFactory
 def test_rerun_continues_from_the_latest_checkpoint(runs: dict) -> None:
     assert "starting afresh" in runs["first"]
     assert done(runs["first"])[0] == 4
-    assert "resumed from step 4" in runs["second"]
+    assert "resumed from step 4 " in runs["second"]
+    assert "next batch: epoch 0, batch 4" in runs["second"]
     assert "trained steps 5..8" in runs["second"]
     assert done(runs["second"])[0] == 8
     assert Checkpoints(runs["resumed"]).steps() == [4, 6, 8]  # keep_last=3
@@ -115,6 +116,7 @@ def test_rerun_continues_from_the_latest_checkpoint(runs: dict) -> None:
 def test_log_has_every_step_once_and_validation_at_checkpoints(runs: dict) -> None:
     log = Checkpoints(runs["resumed"]).read_log()
     assert [line["step"] for line in log] == list(range(1, 9))
+    assert [line["epoch"] for line in log] == [0] * 6 + [1] * 2
     assert all(math.isfinite(line["loss"]) for line in log)
     validated = [line for line in log if "val_loss" in line]
     assert [line["step"] for line in validated] == [2, 4, 6, 8]
@@ -166,10 +168,10 @@ def test_checkpoints_on_s3(
 ) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL")  # the endpoint comes from --endpoint-url only
     url = f"{bucket.url}/runs/climate"
-    args = (*OPTIONS, "--checkpoints", url, "--endpoint-url", bucket.endpoint)
+    args = (*TRAIN, "--checkpoints", url, "--endpoint-url", bucket.endpoint)
     train_here(script, cube, *args, "--steps", "2")
     again = train_here(script, cube, *args, "--steps", "3")
-    assert "resumed from step 2" in again
+    assert "resumed from step 2 " in again
     assert Checkpoints(url, endpoint_url=bucket.endpoint).steps() == [2, 3]
     log = Checkpoints(url, endpoint_url=bucket.endpoint).read_log()
     assert [line["step"] for line in log] == [1, 2, 3]
