@@ -5,8 +5,8 @@ time position aside: the windows of a batch share their time chunks): each
 group is one :meth:`~loaders.reader.CubeReader.read_many` in a thread of the
 pool, which fetches and decodes each chunk once, and its samples are cast into
 the preallocated float32 batch (no per-sample copies, no stack). Then, in
-order: CLAHE per sample, normalisation of the whole batch, the user's
-transform per sample (:func:`read_batch`).
+order: CLAHE per sample, normalisation of the whole batch, NaN filled (if
+asked), the user's transform per sample (:func:`read_batch`).
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ def read_batch(
     pool: Executor,
     clahe_inputs: bool = False,
     normalize: str | None = None,
+    fill_nan: float | None = None,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Batch:
     """Read, cast and transform the samples ``rows`` (table rows) with patches at ``origin``."""
@@ -142,6 +143,10 @@ def read_batch(
         _normalize(inputs, rows[:, 0], cubes, targets=False, timed=w is not None)
         if targets is not None and normalize == "all":
             _normalize(targets, rows[:, 0], cubes, targets=True, timed=w is not None)
+    if fill_nan is not None:
+        for array in (inputs, targets):
+            if array is not None:
+                np.nan_to_num(array, copy=False, nan=fill_nan, posinf=np.inf, neginf=-np.inf)
     if transform is not None:
         inputs = _stack(list(pool.map(lambda s: np.asarray(transform(s)), inputs)))
     return Batch(inputs, targets, present)

@@ -106,6 +106,9 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         ``"inputs"``: the inputs only. A cube without them gets them estimated
         from up to 16 of its samples, with a ``UserWarning`` (with
         ``clahe=True``, always estimated, after CLAHE). See :meth:`denormalize`.
+    fill_nan
+        Replace NaN (a model's fill values, masked ocean) in inputs and targets
+        by this value, after normalising (``0.0``: the mean). Default: kept.
     storage_options
         fsspec options for cube URLs (``endpoint_url``, ``anon`` …).
     threads
@@ -129,7 +132,7 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         samples (needs ``pip install cellcubes[clahe]``).
     transform
         ``f(sample) -> sample`` on each sample's inputs (float32 numpy), last
-        (order: crop → CLAHE → normalise → ``transform``). Must be picklable to
+        (order: crop → CLAHE → normalise → ``fill_nan`` → ``transform``). Must be picklable to
         run in spawn/forkserver workers.
     backend, cache_dir, cache_gb, memory_cache_mb
         The read path: :class:`~loaders.reader.CubeReader`'s backend, a disk
@@ -174,6 +177,7 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         time_range: TimeRange | None = None,
         target_variables: Sequence[str] | None = None,
         normalize: bool | str = False,
+        fill_nan: float | None = None,
         drop_last: bool = False,
         storage_options: dict[str, Any] | None = None,
         threads: int = 16,
@@ -200,7 +204,7 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         if clahe:
             require_clahe()
         self._normalize = check_normalize(normalize)
-        self.normalize = normalize
+        self.normalize, self.fill_nan = normalize, fill_nan
         self.batch_size, self.threads = batch_size, threads
         self.drop_last, self.clahe, self.transform = drop_last, clahe, transform
         self.shuffle, self.seed, self.uneven = shuffle, seed, uneven
@@ -529,6 +533,7 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             pool=self._local.pool(self.threads),
             clahe_inputs=self.clahe,
             normalize=self._normalize if normalize else None,
+            fill_nan=self.fill_nan if user else None,
             transform=self.transform if user else None,
         )
 

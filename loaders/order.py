@@ -5,7 +5,8 @@ integer arrays, so the same arguments give the same answer in any process
 (the main process, a ``DataLoader`` worker, another rank, a resumed job).
 
 Samples are numbered ``0 .. n-1`` in cube order, grouped in *shards*: the
-consecutive samples of one ``(cube, well, field)``, which are read together.
+consecutive samples stored in one storage shard of one cube (a plate's field,
+a block of time steps), which are read together.
 An epoch's order is built in two levels:
 
 1. the shards are permuted (:func:`epoch_order`);
@@ -14,7 +15,7 @@ An epoch's order is built in two levels:
 
 A batch is a ``batch_size`` block of the order, so it lies inside one window,
 and its samples come from at most :func:`max_shards_per_batch` shards: a batch
-touches few fields, and each field it touches is read once for all its samples.
+touches few shards, and each shard it touches is read once for all its samples.
 
 Batches are dealt to ranks round-robin (:func:`rank_batch`): batch ``i`` of
 rank ``r`` is block ``i * world_size + r`` of the epoch's order, so at every

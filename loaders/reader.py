@@ -1,6 +1,7 @@
 """Chunk-aligned reads of a cube array at storage speed: :class:`CubeReader`.
 
-A read names a window ``(well, field, channels, y, x)``. The reader maps it to
+A read is an orthogonal selection of one array (an int, a slice or positions
+per dim; :meth:`CubeReader.read_many` takes a batch of them). The reader maps it to
 the inner chunks it touches, takes what it can from the caches, and reads the
 rest with as few requests as the layout allows:
 
@@ -72,7 +73,7 @@ IO_THREADS = 8
 
 
 class CubeReader:
-    """Reads windows of one cube's plate array; thread-safe; one per cube per process.
+    """Reads selections of one cube array; thread-safe; one per cube and variable per process.
 
     Parameters
     ----------
@@ -161,7 +162,7 @@ class CubeReader:
     # --- public reads -------------------------------------------------------------------
 
     def read(self, well: int, field: int, channels: np.ndarray, ys: slice, xs: slice) -> np.ndarray:
-        """Pixels ``(len(channels), y, x)`` of one field's window, in the stored dtype.
+        """A plate's pixels ``(len(channels), y, x)`` of one field's window (5-D arrays).
 
         ``channels`` are positions along the channel dim, in any order, repeats allowed.
         """
