@@ -308,11 +308,11 @@ class Ours(Loader):
 
     def batches(self) -> Iterator[np.ndarray]:
         for batch in self.loader:
-            yield batch["images"].numpy()
+            yield batch["inputs"].numpy()
 
     def probe(self) -> tuple[Site, np.ndarray]:
         batch = self.dataset[0]
-        return _site(batch["well"][0], int(batch["field"][0])), batch["images"][0].numpy()
+        return _site(batch["well"][0], int(batch["field"][0])), batch["inputs"][0].numpy()
 
 
 def _backends() -> list[str | None]:

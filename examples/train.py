@@ -56,7 +56,7 @@ def main() -> None:
         for batch in loader:
             if start is None:  # time from the first batch: worker start-up is not throughput
                 start = time.perf_counter()
-            x, y = batch["images"][:, :-1], batch["images"][:, -1:]
+            x, y = batch["inputs"][:, :-1], batch["inputs"][:, -1:]
             loss = nn.functional.mse_loss(model(x), y)
             optimizer.zero_grad()
             loss.backward()

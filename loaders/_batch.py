@@ -1,78 +1,205 @@
-"""Assembling one batch of :class:`~loaders.dataset.CubeBatchDataset` from field reads.
+"""Assembling one batch of :class:`~loaders.dataset.CubeBatchDataset` from chunk-aligned reads.
 
-The batch's samples are grouped by field; each field is read once (the window
-covering its samples) in a thread of the pool, and its samples are cut from
-that read, transformed, and written into the batch (:func:`read_batch`).
+The batch's samples are grouped by cube, variable and sample position (the
+time position aside: the windows of a batch share their time chunks): each
+group is one :meth:`~loaders.reader.CubeReader.read_many` in a thread of the
+pool, which fetches and decodes each chunk once, and its samples are cast into
+the preallocated float32 batch (no per-sample copies, no stack). Then, in
+order: CLAHE per sample, normalisation of the whole batch, NaN filled (if
+asked), the user's transform per sample (:func:`read_batch`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from cubes.errors import SchemaError
-from loaders._samples import CubeInfo
-from loaders.transforms import SampleTransforms
+from loaders._samples import CubeInfo, VariableRead
+from loaders._space import Space
+from loaders.transforms import clahe
 
-__all__ = ["read_batch"]
+__all__ = ["Batch", "read_batch", "sample_shape"]
+
+Read = Callable[[int, str, list[list[Any]]], list[np.ndarray]]
+
+
+@dataclass
+class Batch:
+    inputs: np.ndarray  # (N, [k,] C, *shape) float32
+    targets: np.ndarray | None  # (N, [m,] C_t, *shape_t) float32
+    present: np.ndarray  # (N, C) bool
+
+
+def sample_shape(
+    space: Space, cube: CubeInfo, window: dict[str, int], targets: bool
+) -> tuple[int, ...]:
+    """The shape of one field of a sample (inputs, or targets), from the first variable read."""
+    fields = space.targets if targets else space.inputs
+    vr = next(r for r in cube.reads if r.variable == fields[0].variable)
+    return tuple(
+        window[d] if space.role(d) == "window" else cube.sizes[d]
+        for d in vr.dims
+        if space.role(d) == "whole" or space.role(d) == "window"
+        if d not in vr.channel_dims
+    )
+
+
+def _selection(
+    space: Space, vr: VariableRead, row: np.ndarray, origin: np.ndarray, window: dict[str, int]
+) -> list[Any]:
+    """One sample's orthogonal selection of ``vr``'s variable."""
+    sample_dims, window_dims = space.sample_dims, space.window_dims
+    sel: list[Any] = []
+    for d in vr.dims:
+        if d in vr.channel_dims:
+            sel.append(vr.channel_index[vr.channel_dims.index(d)])
+            continue
+        role = space.role(d)
+        if role == "time":
+            assert vr.step_rows is not None
+            sel.append(int(row[1 + sample_dims.index(d)]) + vr.step_rows)
+        elif role == "sample":
+            sel.append(int(row[1 + sample_dims.index(d)]))
+        elif role == "window":
+            o = int(origin[window_dims.index(d)])
+            sel.append(slice(o, o + window[d]))
+        else:
+            sel.append(slice(None))
+    return sel
+
+
+def _arrange(space: Space, vr: VariableRead, data: np.ndarray) -> np.ndarray:
+    """A read in the variable's dim order as ``([steps,] P, *shape)``, P the flat channels."""
+    kept = [d for d in vr.dims if d in vr.channel_dims or space.role(d) not in ("sample",)]
+    time = [d for d in kept if d not in vr.channel_dims and space.role(d) == "time"]
+    rest = [d for d in kept if d not in vr.channel_dims and space.role(d) != "time"]
+    order = [kept.index(d) for d in time + list(vr.channel_dims) + rest]
+    data = data.transpose(order)
+    lead = len(time)
+    n_channels = int(np.prod([len(i) for i in vr.channel_index], dtype=np.int64))
+    return data.reshape(
+        data.shape[:lead] + (n_channels,) + data.shape[lead + len(vr.channel_dims) :]
+    )
 
 
 def read_batch(
     rows: np.ndarray,
     origin: np.ndarray,
-    h: int,
-    w: int,
+    window: dict[str, int],
     *,
+    space: Space,
     cubes: Sequence[CubeInfo],
-    channels: int,
-    read: Callable[[tuple[int, int, int], slice, slice], np.ndarray],
-    transforms: SampleTransforms,
+    read: Read,
     pool: Executor,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels ``(N, C, h, w)`` float32 and ``present`` ``(N, C)``; one read per field.
+    clahe_inputs: bool = False,
+    normalize: str | None = None,
+    fill_nan: float | None = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Batch:
+    """Read, cast and transform the samples ``rows`` (table rows) with patches at ``origin``."""
+    n, w = len(rows), space.windows
+    first = cubes[int(rows[0, 0])]
+    shape = sample_shape(space, first, window, targets=False)
+    lead_in = (w.input_steps,) if w is not None else ()
+    inputs = np.empty((n, *lead_in, len(space.inputs), *shape), np.float32)
+    targets = None
+    if space.targets:
+        t_shape = sample_shape(space, first, window, targets=True)
+        lead_t = (w.target_steps,) if w is not None else ()
+        targets = np.empty((n, *lead_t, len(space.targets), *t_shape), np.float32)
+    time_dim = None if w is None else w.dim
+    keyed = [i + 1 for i, d in enumerate(space.sample_dims) if d != time_dim]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, row in enumerate(rows.tolist()):
+        for v in range(len(space.variables)):
+            groups.setdefault((row[0], v, *(row[j] for j in keyed)), []).append(i)
 
-    Without a user transform every sample has the batch's shape, so the reader
-    threads cast straight into one preallocated batch (no per-sample copies, no
-    stack); a user transform may change shapes, so its samples are stacked.
-    """
-    direct = transforms.user is None
-    out: list[np.ndarray | None] = [None] * len(rows)
-    batch = np.empty((len(rows), channels, h, w), np.float32) if direct else None
-    present = np.ones((len(rows), channels), dtype=bool)
-    groups: dict[tuple[int, int, int], list[int]] = {}
-    for i, (k, wi, fi) in enumerate(rows[:, :3].tolist()):
-        groups.setdefault((k, wi, fi), []).append(i)
-
-    def fill(key: tuple[int, int, int]) -> None:
+    def fill(key: tuple[int, ...]) -> None:
         members = groups[key]
-        ys, xs = origin[members, 0], origin[members, 1]
-        y0, x0 = int(ys.min()), int(xs.min())
-        region = read(key, slice(y0, int(ys.max()) + h), slice(x0, int(xs.max()) + w))
-        cube = cubes[key[0]]
-        for i, y, x in zip(members, ys.tolist(), xs.tolist(), strict=True):
-            window = region[:, y - y0 : y - y0 + h, x - x0 : x - x0 + w]
-            if batch is None:
-                out[i] = transforms(window.astype(np.float32), cube.mean, cube.std)
-            else:
-                view = batch[i]
-                np.copyto(view, window, casting="unsafe")  # uint16 -> float32, in place
-                result = transforms(view, cube.mean, cube.std)
-                if not np.shares_memory(result, view):  # CLAHE makes a new array
-                    view[...] = result
-        if cube.present is not None:
-            present[members] = cube.present[key[1], key[2]]
+        cube_k, v = key[0], key[1]
+        vr = cubes[cube_k].reads[v]
+        selections = [_selection(space, vr, rows[i], origin[i], window) for i in members]
+        for i, data in zip(members, read(cube_k, vr.variable, selections), strict=True):
+            data = _arrange(space, vr, data)
+            slots, flat = vr.inputs
+            if len(slots):
+                part = data[vr.input_rows][:, flat] if w is not None else data[flat]
+                _put(inputs[i], slots, part, w is not None)
+            slots, flat = vr.targets
+            if len(slots) and targets is not None:
+                part = data[vr.target_rows][:, flat] if w is not None else data[flat]
+                _put(targets[i], slots, part, w is not None)
 
     list(pool.map(fill, groups))
-    return (_stack(out) if batch is None else batch), present
+    present = _present(rows, cubes, len(space.sample_dims), len(space.inputs))
+    if clahe_inputs:
+        list(pool.map(lambda i: inputs.__setitem__(i, clahe(inputs[i])), range(n)))
+    if normalize is not None:
+        _normalize(inputs, rows[:, 0], cubes, targets=False, timed=w is not None)
+        if targets is not None and normalize == "all":
+            _normalize(targets, rows[:, 0], cubes, targets=True, timed=w is not None)
+    if fill_nan is not None:
+        for array in (inputs, targets):
+            if array is not None:
+                np.nan_to_num(array, copy=False, nan=fill_nan, posinf=np.inf, neginf=-np.inf)
+    if transform is not None:
+        inputs = _stack(list(pool.map(lambda s: np.asarray(transform(s)), inputs)))
+    return Batch(inputs, targets, present)
 
 
-def _stack(samples: list[np.ndarray | None]) -> np.ndarray:
-    shapes = {None if s is None else s.shape for s in samples}
+def _put(out: np.ndarray, slots: np.ndarray, part: np.ndarray, timed: bool) -> None:
+    """Cast ``part`` into ``out``'s channel ``slots`` (axis 1 with time steps, else 0)."""
+    if timed:
+        out[:, slots] = part
+    elif len(slots) == out.shape[0] and np.array_equal(slots, np.arange(len(slots))):
+        np.copyto(out, part, casting="unsafe")  # e.g. uint16 -> float32, in place
+    else:
+        out[slots] = part
+
+
+def _present(rows: np.ndarray, cubes: Sequence[CubeInfo], n_dims: int, c: int) -> np.ndarray:
+    present = np.ones((len(rows), c), dtype=bool)
+    for k in np.unique(rows[:, 0]).tolist():
+        mask = cubes[k].present
+        if mask is None:
+            continue
+        mine = rows[:, 0] == k
+        present[mine] = mask[tuple(rows[mine, 1 + d] for d in range(n_dims))]
+    return present
+
+
+def _normalize(
+    data: np.ndarray, cube_of: np.ndarray, cubes: Sequence[CubeInfo], *, targets: bool, timed: bool
+) -> None:
+    """``(x - mean) / std`` in place, per channel, with each sample's cube's statistics."""
+    for k in np.unique(cube_of).tolist():
+        cube = cubes[k]
+        mean, std = (cube.target_mean, cube.target_std) if targets else (cube.mean, cube.std)
+        if mean is None or std is None:
+            continue
+        axis = 2 if timed else 1
+        shape = [1] * data.ndim
+        shape[axis] = len(mean)
+        m = mean.astype(np.float32).reshape(shape[1:])
+        s = std.astype(np.float32).reshape(shape[1:])
+        mine = np.flatnonzero(cube_of == k)
+        if len(mine) == len(data):
+            data -= m
+            data /= s
+        else:
+            data[mine] = (data[mine] - m) / s
+
+
+def _stack(samples: list[np.ndarray]) -> np.ndarray:
+    shapes = {s.shape for s in samples}
     if len(shapes) != 1:
         raise SchemaError(
             f"The samples of a batch have different shapes {sorted(map(str, shapes))}; the "
             "transform= must return arrays of one shape (and dtype) for every sample."
         )
-    return np.stack(samples).astype(np.float32, copy=False)  # type: ignore[arg-type]
+    return np.stack(samples).astype(np.float32, copy=False)

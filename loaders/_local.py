@@ -22,7 +22,7 @@ class ProcessLocal:
     def __init__(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._readers: dict[int, CubeReader] = {}
+        self._readers: dict[tuple[int, str], CubeReader] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._memory: MemoryCache | None = None
         self.stats = ReadStats()
@@ -41,20 +41,29 @@ class ProcessLocal:
                 self._pool = ThreadPoolExecutor(threads, thread_name_prefix="cube-read")
             return self._pool
 
-    def reader(self, ds: CubeBatchDataset, k: int) -> CubeReader:
+    def reader(self, ds: CubeBatchDataset, k: int, variable: str) -> CubeReader:
         self._check_pid()
         with self._lock:
-            if k not in self._readers:
+            if (k, variable) not in self._readers:
                 if self._memory is None and ds.memory_cache_mb > 0:
                     self._memory = MemoryCache(int(ds.memory_cache_mb * 2**20))
                 cube = ds._cubes[k]
-                self._readers[k] = CubeReader(
+                self._readers[k, variable] = CubeReader(
                     cube.url or "",
                     cube.storage_options,
-                    ds.variable,
+                    variable,
                     backend=ds.backend,
                     disk_cache=ds.disk_cache,
                     memory_cache=self._memory,
                     stats=self.stats,
                 )
-            return self._readers[k]
+            return self._readers[k, variable]
+
+    def close(self) -> None:
+        """Stop the thread pools (the readers' too); what is used again is made anew."""
+        with self._lock:
+            pools = [self._pool] + [r.close_pool() for r in self._readers.values()]
+            self._pool, self._readers = None, {}
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)

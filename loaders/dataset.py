@@ -1,13 +1,15 @@
-"""``CubeBatchDataset``: batches of plate fields (or patches) as torch tensors.
+"""``CubeBatchDataset``: batches of any cube's samples (or time windows) as torch tensors.
 
-xbatcher's :class:`~xbatcher.BatchSchema` decides what a sample is (one
-``(well, field)`` with a ``y``/``x`` window from ``input_dims``). The order of
-the samples in an epoch, and how the batches are dealt to DDP ranks, are pure
-functions of ``(seed, epoch)`` (:mod:`loaders.order`). Reading does not go
-through xarray or dask: each batch is grouped by field, and each field is one
-:meth:`~loaders.reader.CubeReader.read` of the window covering its samples,
-issued concurrently from a thread pool, and transformed in that thread
-(:mod:`loaders.transforms`). Readers are opened lazily in each process, so the
+What a sample is comes from the cube's recorded layout (:mod:`cubes.layout`,
+:mod:`loaders._space`): one position of its sample dims (a plate's ``well,
+field``; an array cube's ``sample``; a climate cube's ``time`` step), or with
+``input_steps`` a time window with its targets (:mod:`loaders.windows`), times
+one xbatcher ``input_dims`` patch of the window dims. The order of the samples
+in an epoch, and how the batches are dealt to DDP ranks, are pure functions of
+``(seed, epoch)`` (:mod:`loaders.order`). Reading does not go through xarray or
+dask: each batch is one :meth:`~loaders.reader.CubeReader.read_many` per cube,
+variable and sample position, issued concurrently from a thread pool
+(:mod:`loaders._batch`). Readers are opened lazily in each process, so the
 dataset works in ``DataLoader`` workers under fork, forkserver and spawn alike.
 """
 
@@ -30,16 +32,8 @@ import xarray as xr
 from cubes import open_cube
 from cubes.errors import SchemaError
 from loaders import order
-from loaders._batch import read_batch
-from loaders._checks import (
-    check_crop,
-    check_epoch,
-    check_input_dims,
-    check_numbers,
-    distributed,
-    plate_variable,
-    select_channels,
-)
+from loaders._batch import Batch, read_batch
+from loaders._checks import check_crop, check_epoch, check_normalize, check_numbers, distributed
 from loaders._local import ProcessLocal
 from loaders._samples import (
     CubeInfo,
@@ -48,10 +42,13 @@ from loaders._samples import (
     describe_cube,
     sample_rows,
     sample_table,
+    shard_keys,
 )
-from loaders._statistics import estimate_cube_statistics, usable_statistics
+from loaders._space import Space, resolve_space
+from loaders._statistics import estimate_cube_statistics, stored_statistics, usable
 from loaders.cache import DiskCache
-from loaders.transforms import SampleTransforms, require_clahe
+from loaders.transforms import require_clahe
+from loaders.windows import TimeRange
 
 if TYPE_CHECKING:
     from loaders.loader import CubeLoader
@@ -61,6 +58,10 @@ __all__ = ["CubeBatchDataset"]
 logger = logging.getLogger(__name__)
 
 Index = int | tuple[int, int]
+
+WINDOW_MEMORY_CACHE_MB = 256
+"""Default in-memory chunk cache with time windows: consecutive windows share steps."""
+_BATCH_KEYS = ("inputs", "targets", "present", "padding", "cube", "sample", "stats", "step", "time")
 
 
 class CubeBatchDataset(torch.utils.data.Dataset):
@@ -73,66 +74,92 @@ class CubeBatchDataset(torch.utils.data.Dataset):
     Parameters
     ----------
     cubes
-        A cube URL, a Dataset from :func:`cubes.open_cube` (or any Dataset with
-        the plate dims), or a list of them, treated as one dataset.
-    input_dims
-        Window per sample along ``y``/``x``, as in xbatcher (default: the whole
-        field). Windows tile the field; ``input_overlap`` makes them overlap.
+        A cube URL, a Dataset from :func:`cubes.open_cube`, or a list of them
+        (ensemble members, years, plates) treated as one dataset. Every cube
+        needs the variables and channels of the first.
+    input_dims, input_overlap
+        Patch per sample along the layout's window dims, as in xbatcher
+        (plates ``{"y": 256, "x": 256}``, climate ``{"lat": 32, "lon": 64}``;
+        default: the whole extent). Patches tile the extent.
     batch_size
         Samples per batch; the last batch may be smaller unless ``drop_last``.
-    channels
-        Channel names to keep, in this order (default: all).
+    variables, channels
+        The C axis: ``variables`` picks the cube's data variables (default: all
+        of the layout's); each is one channel, or one per position of its
+        channel dims (a plate's ``channel``; the pressure ``level`` a
+        variable's statistics are per). ``channels`` picks channels by label
+        (a plate's channel names; ``"T@85000"`` for one level of ``T``).
+    input_steps, target_steps, lead, time_range
+        Time windows (cubes with a time axis): ``input_steps`` consecutive steps
+        in, ``target_steps`` out, the first target ``lead`` after the last
+        input (steps, or a duration such as ``"6h"``). A window that needs a
+        missing step is never a sample. ``time_range=("2000-01-01",
+        "2008-12-31")`` keeps the samples whose (first input) step lies in it:
+        splits by time never share a window. See :mod:`loaders.windows`.
+    target_variables
+        The variables of ``targets`` (default with ``target_steps``: ``variables``).
+        Without time windows, targets at the sample's own position (an array
+        cube's labels).
     normalize
-        Standardise each channel with the statistics stored in the cube; a cube
-        without them gets them estimated from up to 16 of its fields, with a
-        ``UserWarning`` (with ``clahe=True``, always estimated, after CLAHE).
+        ``True``: standardise each channel of inputs and targets with the
+        statistics stored in the cube (per variable, and per level);
+        ``"inputs"``: the inputs only. A cube without them gets them estimated
+        from up to 16 of its samples, with a ``UserWarning`` (with
+        ``clahe=True``, always estimated, after CLAHE). See :meth:`denormalize`.
+    fill_nan
+        Replace NaN (a model's fill values, masked ocean) in inputs and targets
+        by this value, after normalising (``0.0``: the mean). Default: kept.
     storage_options
         fsspec options for cube URLs (``endpoint_url``, ``anon`` …).
     threads
-        Concurrent field reads per process.
+        Concurrent reads per process.
     shuffle, seed, shuffle_buffer
-        ``shuffle=True`` permutes the fields, then shuffles samples within
-        windows of ``shuffle_buffer`` samples (default ``4 * batch_size``, at
-        least one field's samples, rounded up to whole batches); a pure function
-        of ``(seed, epoch)``. ``False``: the cube order. See :mod:`loaders.order`.
+        ``shuffle=True`` permutes the storage shards' samples, then shuffles
+        samples within windows of ``shuffle_buffer`` samples (default
+        ``4 * batch_size``, at least one shard's samples, rounded up to whole
+        batches); a pure function of ``(seed, epoch)``. ``False``: the cube
+        order. See :mod:`loaders.order`.
     rank, world_size, uneven
         DDP sharding (default: from ``torch.distributed`` when initialised, else
         0 and 1): rank ``r`` gets every ``world_size``-th batch. ``uneven="pad"``
         repeats samples from the start of the epoch (``batch["padding"]`` True)
         so that every rank has as many batches; ``"drop"`` drops the tail.
     random_crop
-        ``{"y": h, "x": w}``: a random crop of each sample's window, placed by
+        A random crop of each sample's patch along window dims, placed by
         ``(seed, epoch, sample)``; only the crop is read.
     clahe
-        Contrast-limited adaptive histogram equalisation per channel
-        (needs ``pip install cellcubes[clahe]``).
+        Contrast-limited adaptive histogram equalisation per channel of 2-D
+        samples (needs ``pip install cellcubes[clahe]``).
     transform
-        ``f(sample) -> sample`` on each ``(C, H, W)`` float32 numpy array, last
-        (order: crop → CLAHE → normalise → ``transform``). Must be picklable to
+        ``f(sample) -> sample`` on each sample's inputs (float32 numpy), last
+        (order: crop → CLAHE → normalise → ``fill_nan`` → ``transform``). Must be picklable to
         run in spawn/forkserver workers.
     backend, cache_dir, cache_gb, memory_cache_mb
         The read path: :class:`~loaders.reader.CubeReader`'s backend, a disk
         cache (:meth:`~loaders.cache.DiskCache.from_env`: ``CACHE_DIR`` /
         ``CACHE_GB``) and an in-memory cache of decoded chunks per process
-        (0: none).
+        (default: none, or :data:`WINDOW_MEMORY_CACHE_MB` with time windows).
 
-    Each batch is a dict: ``images`` float32 ``(N, C, H, W)``; ``present`` bool
-    ``(N, C)``; ``padding`` bool ``(N,)``; ``well`` (names), ``field`` (site
-    numbers), ``cube`` (position in ``cubes``), ``y``/``x`` (origin of the
-    pixels, after any crop), ``sample`` (index in the dataset) and ``stats``
-    (read counters of this batch, floats).
-
-    Notes
-    -----
-    Fields with none of the selected channels present are not samples. Missing
-    images read as the fill value (``present`` False).
+    Each batch is a dict: ``inputs`` float32 ``(N, C, *patch)`` — with time
+    windows ``(N, k, C, *patch)`` and ``targets`` ``(N, m, C_t, *patch)``;
+    ``present`` bool ``(N, C)``; ``padding`` bool ``(N,)``; ``cube``
+    (position in ``cubes``); ``sample`` (index in the dataset); each sample
+    dim's label under its name (a plate's ``well`` names and ``field``
+    numbers); with a time axis ``time`` (ISO strings: per sample, or per
+    window step) and with windows ``step`` ``(N, k + m)`` (step indices); each
+    window dim's patch origin under its name (``y``/``x``, ``lat``/``lon``);
+    and ``stats`` (read counters of this batch, floats).
 
     Examples
     --------
     >>> url, window = "s3://bkt/plate.zarr", {"y": 256, "x": 256}
     >>> ds = CubeBatchDataset(url, input_dims=window, shuffle=True)  # doctest: +SKIP
     >>> for batch in ds.loader(num_workers=2):  # doctest: +SKIP
-    ...     model(batch["images"])
+    ...     model(batch["inputs"])
+    >>> era = CubeBatchDataset(  # doctest: +SKIP
+    ...     "s3://bkt/era.zarr", variables=["T_surf", "T"], input_steps=2, target_steps=1,
+    ...     lead="6h", input_dims={"lat": 32, "lon": 64}, time_range=("1979", "2015"),
+    ...     normalize=True)
     """
 
     def __init__(
@@ -142,12 +169,18 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         input_dims: dict[str, int] | None = None,
         input_overlap: dict[str, int] | None = None,
         batch_size: int = 16,
+        variables: Sequence[str] | None = None,
         channels: Sequence[str] | None = None,
-        normalize: bool = False,
+        input_steps: int | None = None,
+        target_steps: int = 0,
+        lead: int | str = 1,
+        time_range: TimeRange | None = None,
+        target_variables: Sequence[str] | None = None,
+        normalize: bool | str = False,
+        fill_nan: float | None = None,
         drop_last: bool = False,
         storage_options: dict[str, Any] | None = None,
         threads: int = 16,
-        variable: str | None = None,
         shuffle: bool = False,
         seed: int = 0,
         shuffle_buffer: int | None = None,
@@ -160,9 +193,9 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         backend: str = "auto",
         cache_dir: str | os.PathLike[str] | None = None,
         cache_gb: float | None = None,
-        memory_cache_mb: float = 0,
+        memory_cache_mb: float | None = None,
     ) -> None:
-        check_numbers(batch_size, seed, shuffle_buffer, uneven, threads, memory_cache_mb)
+        check_numbers(batch_size, seed, shuffle_buffer, uneven, threads, memory_cache_mb or 0)
         if backend not in ("auto", "obstore", "fsspec"):
             raise SchemaError(f"backend={backend!r}: give 'auto', 'obstore' or 'fsspec'.")
         items = [cubes] if isinstance(cubes, str | xr.Dataset) else list(cubes)
@@ -170,20 +203,33 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             raise SchemaError("CubeBatchDataset needs at least one cube (URL or Dataset).")
         if clahe:
             require_clahe()
-        self.variable: str = variable or ""
+        self._normalize = check_normalize(normalize)
+        self.normalize, self.fill_nan = normalize, fill_nan
         self.batch_size, self.threads = batch_size, threads
-        self.normalize, self.drop_last, self.clahe = normalize, drop_last, clahe
+        self.drop_last, self.clahe, self.transform = drop_last, clahe, transform
         self.shuffle, self.seed, self.uneven = shuffle, seed, uneven
         self.rank, self.world_size = distributed(rank, world_size)
-        self.backend, self.memory_cache_mb = backend, memory_cache_mb
+        self.backend = backend
         self.disk_cache = DiskCache.from_env(cache_dir, cache_gb)
-        self._transforms = SampleTransforms(clahe=clahe, normalize=normalize, user=transform)
         self._local = ProcessLocal()
         self._cubes: list[CubeInfo] = []
-        self._samples_table = self._open_cubes(
-            items, variable, channels, input_dims, input_overlap, random_crop, storage_options
-        )
-        self._shard_sizes = order.shard_sizes(self._samples_table[:, :3])
+        self._arguments: dict[str, Any] = {
+            "variables": variables,
+            "channels": channels,
+            "target_variables": target_variables,
+            "input_dims": input_dims,
+            "input_overlap": input_overlap,
+            "input_steps": input_steps,
+            "target_steps": target_steps,
+            "lead": lead,
+            "time_range": time_range,
+        }
+        self._samples_table = self._open_cubes(items, random_crop, storage_options)
+        if memory_cache_mb is None:
+            memory_cache_mb = WINDOW_MEMORY_CACHE_MB if self.space.windows is not None else 0
+        self.memory_cache_mb = memory_cache_mb
+        keys = shard_keys(self._samples_table, self._cubes, len(self.space.sample_dims))
+        self._shard_sizes = order.shard_sizes(keys)
         self.shuffle_buffer = order.effective_buffer(
             shuffle_buffer, batch_size, int(self._shard_sizes.max())
         )
@@ -206,14 +252,10 @@ class CubeBatchDataset(torch.utils.data.Dataset):
     def _open_cubes(
         self,
         items: list[CubeLike],
-        variable: str | None,
-        channels: Sequence[str] | None,
-        input_dims: dict[str, int] | None,
-        input_overlap: dict[str, int] | None,
         random_crop: dict[str, int] | None,
         storage_options: dict[str, Any] | None,
     ) -> np.ndarray:
-        """Open and describe each cube (the first sets channels and windows): the sample table."""
+        """Open and describe each cube (the first sets the sample space): the sample table."""
         samples = []
         for k, item in enumerate(items):
             ds = (
@@ -222,59 +264,98 @@ class CubeBatchDataset(torch.utils.data.Dataset):
                 else open_cube(item, storage_options=storage_options, require_complete=True)
             )
             if k == 0:
-                self.variable = variable or plate_variable(ds)
-                self.channels, _ = select_channels(ds, channels, self.variable)
-                self.input_dims = check_input_dims(ds, input_dims, self.variable)
-                self.random_crop = check_crop(random_crop, self.input_dims)
-            # every cube: its own channel positions, and a window that fits
-            _, index = select_channels(ds, self.channels, self.variable)
-            check_input_dims(ds, self.input_dims, self.variable)
-            cube = describe_cube(ds, item, index, self.variable)
+                self.space: Space = resolve_space(ds, **self._arguments)
+                self.random_crop = check_crop(random_crop, self.space.window)
+                if self.clahe and (self.space.windows is not None or len(self.space.window) != 2):
+                    raise SchemaError(
+                        "clahe=True equalises 2-D images: it needs two window dims and no "
+                        "time windows. Remove clahe=True."
+                    )
+            cube = describe_cube(ds, item, self.space)
+            for dim, size in self.space.window.items():
+                if cube.sizes.get(dim, 0) < size:
+                    raise SchemaError(
+                        f"{cube.url or 'An in-memory Dataset'} has {cube.sizes.get(dim, 0)} along "
+                        f"'{dim}', less than the window of {size} (input_dims); every cube needs "
+                        "room for it."
+                    )
+            cube.mean, cube.std = stored_statistics(ds, self.space, self.space.inputs)
+            if self.space.targets:
+                cube.target_mean, cube.target_std = stored_statistics(
+                    ds, self.space, self.space.targets
+                )
             self._cubes.append(cube)
-            overlap = input_overlap or {}
-            samples.append(
-                sample_rows(k, ds, self.variable, self.input_dims, overlap, cube.present)
-            )
-        return sample_table(samples, items, self.channels)
+            samples.append(sample_rows(k, cube, self.space))
+        where = ", ".join(i if isinstance(i, str) else "<Dataset>" for i in items)
+        return sample_table(samples, where, self.space)
 
     def _complete_statistics(self, k: int) -> None:
         """Estimate the statistics a cube lacks (or all of them under CLAHE), if normalising."""
         cube = self._cubes[k]
-        if not self.normalize:
+        if self._normalize is None:
             return
-        if usable_statistics(cube) and not self.clahe:
+        targets = self._normalize == "all" and bool(self.space.targets)
+        stored = usable(cube.mean, cube.std) and (
+            not targets or usable(cube.target_mean, cube.target_std)
+        )
+        if stored and not self.clahe:
             return
-        h, w = self._field_size(k)
-        n_fields = estimate_cube_statistics(
+        n_read = estimate_cube_statistics(
             cube,
             self._samples_table[self._samples_table[:, 0] == k],
-            lambda wi, fi: self._read((k, wi, fi), slice(0, h), slice(0, w)),
-            channels=len(self.channels),
-            clahe=self.clahe,
+            self._read_whole,
+            n_dims=len(self.space.sample_dims),
+            targets=targets,
+            timed=self.space.windows is not None,
             pool=self._local.pool(self.threads),
         )
         where = cube.url or "the in-memory Dataset"
         if self.clahe:
             logger.info(
-                "Normalising after CLAHE with statistics of %d fields of %s",
-                n_fields,
-                where,
+                "Normalising after CLAHE with statistics of %d samples of %s", n_read, where
             )
             return
         warnings.warn(
-            f"{where} stores no usable per-channel statistics for {list(self.channels)}; "
-            f"normalising with the mean and std of {n_fields} of its fields instead. "
-            "Re-ingest the cube to store them.",
+            f"{where} stores no usable statistics for {list(self.channels)}; normalising with "
+            f"the mean and std of {n_read} of its samples instead. Re-ingest the cube to store "
+            "them.",
             UserWarning,
             stacklevel=3,
         )
 
-    def _field_size(self, k: int) -> tuple[int, int]:
-        cube = self._cubes[k]
-        if cube.data is not None:
-            return int(cube.data.sizes["y"]), int(cube.data.sizes["x"])
-        shape = self._local.reader(self, k).shape
-        return int(shape[-2]), int(shape[-1])
+    def _read_whole(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """One sample over the whole extent of the window dims, not normalised."""
+        cube = self._cubes[int(row[0])]
+        window = {d: cube.sizes[d] for d in self.space.window}
+        full = np.zeros((1, len(window)), dtype=np.int64)
+        batch = self._read_rows(row[None], full, window, normalize=False, user=False)
+        return (
+            batch.inputs[0],
+            None if batch.targets is None else batch.targets[0],
+            batch.present[0],
+        )
+
+    # --- what the samples are -----------------------------------------------------------
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Labels of the C axis of ``inputs``."""
+        return tuple(f.label for f in self.space.inputs)
+
+    @property
+    def target_channels(self) -> tuple[str, ...]:
+        """Labels of the C axis of ``targets`` (empty without targets)."""
+        return tuple(f.label for f in self.space.targets)
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """The data variables of the inputs."""
+        return tuple(dict.fromkeys(f.variable for f in self.space.inputs))
+
+    @property
+    def input_dims(self) -> dict[str, int]:
+        """The patch size along each window dim."""
+        return dict(self.space.window)
 
     # --- order --------------------------------------------------------------------------
 
@@ -289,18 +370,28 @@ class CubeBatchDataset(torch.utils.data.Dataset):
 
     @property
     def statistics(self) -> list[dict[str, Any]]:
-        """Per cube: ``mean``, ``std`` (per selected channel) and ``fields``.
-
-        ``fields`` lists the ``(well, field)`` the statistics were estimated
-        from, or is ``None`` when they come from the cube.
-        """
-        return [{"mean": c.mean, "std": c.std, "fields": c.stats_fields} for c in self._cubes]
+        """Per cube: ``mean``, ``std`` (per input channel), ``target_mean``, ``target_std``
+        and ``samples``: the sample labels the statistics were estimated from, or
+        ``None`` when they come from the cube."""
+        return [
+            {
+                "mean": c.mean,
+                "std": c.std,
+                "target_mean": c.target_mean,
+                "target_std": c.target_std,
+                "samples": c.stats_samples,
+            }
+            for c in self._cubes
+        ]
 
     def set_epoch(self, epoch: int) -> None:
         """Make plain-int indices refer to ``epoch`` (in this process).
 
-        Workers hold copies: with persistent workers, index with ``(epoch, i)``
-        (as :meth:`loader` does) instead of relying on this.
+        With a plain ``DataLoader(dataset, batch_size=None)`` call it before each
+        epoch (as with ``DistributedSampler.set_epoch``): without it every
+        shuffled epoch repeats epoch 0's order. Workers hold copies made when
+        the iteration starts, so call it before ``iter(dataloader)``; with
+        persistent workers, index with ``(epoch, i)`` (as :meth:`loader` does).
         """
         self.epoch = check_epoch(epoch)
 
@@ -342,73 +433,212 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         start = time.perf_counter()
         epoch, samples, padding = self._batch_samples(index)
         rows = self._samples_table[samples]
-        origin = rows[:, 3:5].copy()
-        size = self.input_dims
+        n_dims = len(self.space.sample_dims)
+        origin = rows[:, 1 + n_dims :].copy()
+        window = self.space.window
         if self.random_crop is not None:
-            size = self.random_crop
+            dims = list(window)
             origin += order.crop_offsets(
                 samples,
                 seed=self.seed,
                 epoch=epoch,
-                span_y=self.input_dims["y"] - size["y"],
-                span_x=self.input_dims["x"] - size["x"],
+                spans=[window[d] - self.random_crop[d] for d in dims],
             )
+            window = self.random_crop
         before = self._local.stats.snapshot()
-        images, present = self._read_batch(rows, origin, size["y"], size["x"])
+        batch = self._read_rows(rows, origin, window)
         stats = {k: v - before.get(k, 0.0) for k, v in self._local.stats.snapshot().items()}
         stats["batch_seconds"] = time.perf_counter() - start
-        return {
-            "images": torch.from_numpy(images),
-            "present": torch.from_numpy(present),
-            "padding": torch.from_numpy(padding),
-            "well": [str(self._cubes[int(k)].wells[wi]) for k, wi in rows[:, :2]],
-            "field": torch.tensor(
-                [int(self._cubes[int(k)].fields[fi]) for k, fi in rows[:, [0, 2]]],
-                dtype=torch.int64,
-            ),
-            "cube": torch.from_numpy(rows[:, 0].copy()),
-            "y": torch.from_numpy(origin[:, 0].copy()),
-            "x": torch.from_numpy(origin[:, 1].copy()),
-            "sample": torch.from_numpy(samples.astype(np.int64)),
-            "stats": stats,
-        }
+        out: dict[str, Any] = {"inputs": torch.from_numpy(batch.inputs)}
+        if batch.targets is not None:
+            out["targets"] = torch.from_numpy(batch.targets)
+        out.update(self._labels(rows, origin))
+        out.update(
+            present=torch.from_numpy(batch.present),
+            padding=torch.from_numpy(padding),
+            cube=torch.from_numpy(rows[:, 0].copy()),
+            sample=torch.from_numpy(samples.astype(np.int64)),
+            stats=stats,
+        )
+        return out
 
-    def _read_batch(
-        self, rows: np.ndarray, origin: np.ndarray, h: int, w: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Pixels ``(N, C, h, w)`` float32 and ``present`` ``(N, C)``; one read per field."""
+    def _labels(self, rows: np.ndarray, origin: np.ndarray) -> dict[str, Any]:
+        """Each sample's labels along the sample dims, steps and times, and patch origins."""
+        out: dict[str, Any] = {}
+        w = self.space.windows
+        time_dim = self.space.layout.time_dim
+        for d, dim in enumerate(self.space.sample_dims):
+            positions = rows[:, 1 + d]
+            if dim == time_dim:
+                if w is not None:
+                    steps = np.stack(
+                        [
+                            p + self._offsets(int(k))
+                            for k, p in zip(rows[:, 0], positions, strict=True)
+                        ]
+                    )
+                    out["step"] = torch.from_numpy(steps.astype(np.int64))
+                    out["time"] = [
+                        _iso(self._cubes[int(k)].labels[dim][s])
+                        for k, s in zip(rows[:, 0], steps, strict=True)
+                    ]
+                else:
+                    out["time"] = [
+                        _iso(self._cubes[int(k)].labels[dim][[p]])[0]
+                        for k, p in zip(rows[:, 0], positions, strict=True)
+                    ]
+                continue
+            values = [
+                self._cubes[int(k)].labels[dim][p]
+                for k, p in zip(rows[:, 0], positions, strict=True)
+            ]
+            key = dim if dim not in _BATCH_KEYS else f"{dim}_label"
+            kind = np.asarray(values).dtype.kind
+            if kind in "iub":
+                out[key] = torch.tensor(np.asarray(values, dtype=np.int64))
+            elif kind == "f":
+                out[key] = torch.tensor(np.asarray(values, dtype=np.float64))
+            else:
+                out[key] = [str(v) for v in values]
+        for j, dim in enumerate(self.space.window):
+            key = dim if dim not in _BATCH_KEYS else f"{dim}_origin"
+            out[key] = torch.from_numpy(origin[:, j].copy())
+        return out
+
+    def _offsets(self, k: int) -> np.ndarray:
+        """A window's input then target steps, from its start, in cube ``k``."""
+        w = self.space.windows
+        assert w is not None
+        lead = self._cubes[k].lead
+        return np.concatenate(
+            [np.arange(w.input_steps), w.input_steps - 1 + lead + np.arange(w.target_steps)]
+        )
+
+    def _read_rows(
+        self,
+        rows: np.ndarray,
+        origin: np.ndarray,
+        window: dict[str, int],
+        *,
+        normalize: bool = True,
+        user: bool = True,
+    ) -> Batch:
         return read_batch(
             rows,
             origin,
-            h,
-            w,
+            window,
+            space=self.space,
             cubes=self._cubes,
-            channels=len(self.channels),
             read=self._read,
-            transforms=self._transforms,
             pool=self._local.pool(self.threads),
+            clahe_inputs=self.clahe,
+            normalize=self._normalize if normalize else None,
+            fill_nan=self.fill_nan if user else None,
+            transform=self.transform if user else None,
         )
 
-    def _read(self, key: tuple[int, int, int], ys: slice, xs: slice) -> np.ndarray:
-        """Pixels ``(channel, y, x)`` of one field's window, as stored."""
-        k, wi, fi = key
+    def _read(self, k: int, variable: str, selections: list[list[Any]]) -> list[np.ndarray]:
+        """Each orthogonal selection of ``variable`` in cube ``k``, as stored."""
         cube = self._cubes[k]
         if cube.data is not None:
-            return np.asarray(cube.data[wi, fi][cube.channel_index, ys, xs].values)
-        return self._local.reader(self, k).read(wi, fi, cube.channel_index, ys, xs)
+            da = cube.data[variable]
+            return [
+                np.asarray(da.isel(dict(zip(da.dims, sel, strict=True))).values)
+                for sel in selections
+            ]
+        return self._local.reader(self, k, variable).read_many(selections)
+
+    # --- predictions --------------------------------------------------------------------
+
+    def denormalize(
+        self,
+        values: torch.Tensor | np.ndarray,
+        variables: Sequence[str] | None = None,
+        cube: int | torch.Tensor | np.ndarray = 0,
+    ) -> torch.Tensor | np.ndarray:
+        """Undo the normalisation: ``values * std + mean`` per channel.
+
+        Parameters
+        ----------
+        values
+            Normalised values ``(..., C, *patch)``, e.g. a model's prediction of
+            ``targets`` (``(N, m, C_t, H, W)``) or ``inputs``.
+        variables
+            What the C axis holds: variable names or channel labels, picked
+            from the targets' channels (then the inputs'); default: all target
+            channels (the inputs' when there are no targets).
+        cube
+            Whose statistics: a position in ``cubes``, or each sample's
+            (``batch["cube"]``, matching the first axis of ``values``).
+        """
+        mean, std = self._channel_statistics(variables)
+        n_patch = len(_patch_dims(values, self.space, len(mean)))
+        axis = values.ndim - 1 - n_patch
+        positions = np.asarray(cube.cpu() if isinstance(cube, torch.Tensor) else cube)
+        m, s = mean[positions], std[positions]  # (C,) or (N, C)
+        shape = [1] * values.ndim
+        if m.ndim == 2:
+            shape[0] = m.shape[0]
+        shape[axis] = m.shape[-1]
+        if isinstance(values, torch.Tensor):
+            mt = torch.as_tensor(m.reshape(shape), dtype=values.dtype, device=values.device)
+            st = torch.as_tensor(s.reshape(shape), dtype=values.dtype, device=values.device)
+            return values * st + mt
+        return values * s.reshape(shape).astype(values.dtype) + m.reshape(shape).astype(
+            values.dtype
+        )
+
+    def _channel_statistics(self, variables: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
+        """``(cubes, C)`` mean and std of the channels ``variables`` names."""
+        if self._normalize is None:
+            raise SchemaError("denormalize(): this dataset does not normalise (normalize=False).")
+        use_targets = bool(self.space.targets) and self._normalize == "all"
+        groups = [(self.space.targets, True)] if use_targets else []
+        groups.append((self.space.inputs, False))
+        wanted = (
+            None
+            if variables is None
+            else [variables]
+            if isinstance(variables, str)
+            else list(variables)
+        )
+        for fields, targets in groups:
+            picked = [
+                c
+                for c, f in enumerate(fields)
+                if wanted is None or f.variable in wanted or f.label in wanted
+            ]
+            found = {f.variable for f in fields} | {f.label for f in fields}
+            if picked and (wanted is None or all(v in found for v in wanted)):
+                mean = np.stack([_known(c.target_mean if targets else c.mean) for c in self._cubes])
+                std = np.stack([_known(c.target_std if targets else c.std) for c in self._cubes])
+                return mean[:, picked], std[:, picked]
+        have = list(dict.fromkeys(f.label for f, _ in ((f, 0) for g, _ in groups for f in g)))
+        raise SchemaError(
+            f"denormalize(variables={wanted}): not among the normalised channels {have}."
+        )
 
     # --- loaders and resume -------------------------------------------------------------
 
+    def config(self) -> dict[str, Any]:
+        """What identifies the samples, as plain values (for resume checks)."""
+        w = self.space.windows
+        return {
+            "cubes": [c.url or "<memory>" for c in self._cubes],
+            "inputs": list(self.channels),
+            "targets": list(self.target_channels),
+            "input_dims": dict(self.space.window),
+            "input_overlap": dict(self.space.overlap),
+            "input_steps": None if w is None else w.input_steps,
+            "target_steps": 0 if w is None else w.target_steps,
+            "lead": None if w is None else w.lead,
+            "time_range": None if self.space.time_range is None else list(self.space.time_range),
+        }
+
     def fingerprint(self) -> str:
-        """Identifies the samples (cubes, variable, channels, windows): the same → same hash."""
+        """Identifies the samples (cubes, channels, windows): the same → same hash."""
         digest = hashlib.sha256(self._samples_table.tobytes())
-        for part in (
-            [c.url or "<memory>" for c in self._cubes],
-            self.variable,
-            self.channels,
-            self.input_dims,
-        ):
-            digest.update(repr(part).encode())
+        digest.update(repr(sorted(self.config().items())).encode())
         return digest.hexdigest()[:16]
 
     def with_options(self, **changes: Any) -> CubeBatchDataset:
@@ -438,7 +668,8 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         go to :class:`~loaders.loader.CubeLoader`: ``prefetch``, ``pin_memory``,
         ``device``, ``multiprocessing_context`` (default forkserver),
         ``persistent_workers`` (default True), ``log_every``, and any other
-        ``DataLoader`` keyword.
+        ``DataLoader`` keyword. Close it (or use it as a context manager) to
+        stop its workers at once.
         """
         from loaders.loader import CubeLoader
 
@@ -477,7 +708,41 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             return
         self._pending_state = dict(state)
 
+    def close(self) -> None:
+        """Stop this process's read threads (they restart if the dataset is used again)."""
+        self._local.close()
+
+    def __enter__(self) -> CubeBatchDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.update(_orders={}, _loader_ref=None, _pending_state=None)
         return state
+
+
+def _known(stat: np.ndarray | None) -> np.ndarray:
+    assert stat is not None  # set for every cube when normalising
+    return stat
+
+
+def _iso(values: np.ndarray) -> list[str]:
+    """Times as ISO strings (``datetime64`` or cftime); other labels as ``str``."""
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.datetime64):
+        return [str(v) for v in np.datetime_as_string(values, unit="s")]
+    return [v.isoformat() if hasattr(v, "isoformat") else str(v) for v in values]
+
+
+def _patch_dims(values: Any, space: Space, channels: int) -> tuple[str, ...]:
+    """The trailing dims of ``values`` after its channel axis (``channels`` long)."""
+    dims = tuple(space.window)
+    if values.ndim <= len(dims) or values.shape[values.ndim - 1 - len(dims)] != channels:
+        raise SchemaError(
+            f"denormalize(): values of shape {tuple(values.shape)} have no channel axis of "
+            f"{channels} before the patch dims {list(dims)}; give (..., C, *patch)."
+        )
+    return dims

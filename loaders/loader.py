@@ -12,14 +12,22 @@ delivered. When it delivers the last one, the loader moves to the next epoch
 with the current epoch it keeps the position, so that the usual
 ``for e in range(start, end): loader.set_epoch(e)`` loop also works after
 :meth:`CubeLoader.load_state_dict` resumed in the middle of epoch ``start``.
+
+Shutdown: :meth:`CubeLoader.close` (or ``with dataset.loader() as loader:``)
+stops the workers and the read-ahead thread at once. Loaders still open when
+the interpreter exits are closed then (``atexit``), so an abandoned iteration
+does not leave the "leaked semaphore objects" warning of ``resource_tracker``.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +91,7 @@ def position_state(dataset: CubeBatchDataset, epoch: int, batch: int) -> dict[st
         "rank": dataset.rank,
         "drop_last": dataset.drop_last,
         "uneven": dataset.uneven,
+        "config": json.loads(json.dumps(dataset.config())),
     }
 
 
@@ -94,6 +103,17 @@ def check_state(dataset: CubeBatchDataset, state: Mapping[str, Any]) -> None:
         raise SchemaError(
             f"Not a CubeLoader state (format {state.get('format')!r}, missing {missing}); "
             "pass what CubeLoader.state_dict() returned."
+        )
+    saved_config, my_config = state.get("config"), mine["config"]
+    if isinstance(saved_config, Mapping) and saved_config != my_config:
+        keys = sorted(set(saved_config) | set(my_config))
+        differ = [k for k in keys if saved_config.get(k) != my_config.get(k)]
+        saved = "; ".join(f"{k}={saved_config.get(k)!r}" for k in differ)
+        now = "; ".join(f"{k}={my_config.get(k)!r}" for k in differ)
+        raise SchemaError(
+            f"Cannot resume: the state is for another dataset ({saved}); this one has {now}. "
+            "Build the dataset with the same cubes, variables, channels and windows, or start "
+            "afresh without load_state_dict()."
         )
     differ = [k for k in _MUST_MATCH if state[k] != mine[k]]
     if differ:
@@ -232,6 +252,8 @@ class CubeLoader:
             )
         self._metrics = _Metrics()
         self._last_log = time.monotonic()
+        self._source_iter: Iterator[dict[str, Any]] | None = None
+        _OPEN.add(self)
 
     # --- epochs and state ---------------------------------------------------------------
 
@@ -288,7 +310,7 @@ class CubeLoader:
         epoch, start, total = self._epoch, self._next, len(self)
         self._sampler.epoch, self._sampler.start = epoch, start
         mark = time.perf_counter()  # starting workers counts as waiting for the first batch
-        source = self._source()
+        source = self._source_iter = self._source()
         metrics = self._metrics
         try:
             for i in range(start, total):
@@ -319,6 +341,30 @@ class CubeLoader:
         if self.prefetch == 0:
             return (self._pin(self.dataset[index]) for index in indices)
         return _read_ahead((self._pin(self.dataset[index]) for index in indices), self.prefetch)
+
+    def close(self) -> None:
+        """Stop the worker processes and the read-ahead thread now.
+
+        The loader stays usable: the next iteration starts them again, at the
+        position :meth:`state_dict` reports.
+        """
+        source, self._source_iter = self._source_iter, None
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+        for iterator in (source, getattr(self._dataloader, "_iterator", None)):
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+        if self._dataloader is not None:
+            self._dataloader._iterator = None
+        self.dataset.close()
+
+    def __enter__(self) -> CubeLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _pin(self, batch: dict[str, Any]) -> dict[str, Any]:
         if not self.pin_memory:
@@ -359,6 +405,18 @@ class CubeLoader:
             m["requests"],
             100 * m["cache_hit_rate"],
         )
+
+
+_OPEN: weakref.WeakSet[CubeLoader] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_loaders() -> None:
+    for loader in list(_OPEN):
+        try:
+            loader.close()
+        except Exception:  # noqa: BLE001 - exiting: nothing left to report to
+            logger.debug("Closing %r at exit failed", loader, exc_info=True)
 
 
 class _Metrics:

@@ -5,7 +5,8 @@ integer arrays, so the same arguments give the same answer in any process
 (the main process, a ``DataLoader`` worker, another rank, a resumed job).
 
 Samples are numbered ``0 .. n-1`` in cube order, grouped in *shards*: the
-consecutive samples of one ``(cube, well, field)``, which are read together.
+consecutive samples stored in one storage shard of one cube (a plate's field,
+a block of time steps), which are read together.
 An epoch's order is built in two levels:
 
 1. the shards are permuted (:func:`epoch_order`);
@@ -14,7 +15,7 @@ An epoch's order is built in two levels:
 
 A batch is a ``batch_size`` block of the order, so it lies inside one window,
 and its samples come from at most :func:`max_shards_per_batch` shards: a batch
-touches few fields, and each field it touches is read once for all its samples.
+touches few shards, and each shard it touches is read once for all its samples.
 
 Batches are dealt to ranks round-robin (:func:`rank_batch`): batch ``i`` of
 rank ``r`` is block ``i * world_size + r`` of the epoch's order, so at every
@@ -211,21 +212,26 @@ def rank_batch(
     return np.asarray(order)[positions], padding
 
 
-def crop_offsets(
-    samples: np.ndarray, *, seed: int, epoch: int, span_y: int, span_x: int
-) -> np.ndarray:
-    """Random crop offsets ``(len(samples), 2)`` (``dy``, ``dx``), uniform in ``[0, span]``.
+def crop_offsets(samples: np.ndarray, *, seed: int, epoch: int, spans: list[int]) -> np.ndarray:
+    """Random crop offsets ``(len(samples), len(spans))``, each uniform in ``[0, span]``.
 
     A pure function of ``(seed, epoch, sample, spans)`` for each sample: a
     counter-based hash (splitmix64) of the three numbers, so a batch costs its
-    own samples only, however large the dataset.
+    own samples only, however large the dataset. Two dims share one 64-bit
+    draw (32 random bits each: bias < 2**-16).
     """
     x = np.asarray(samples, dtype=np.uint64)
     x = x * np.uint64(0x9E3779B97F4A7C15) + np.uint64(_mix(_mix(seed) ^ (epoch + _CROPS)))
-    u = _splitmix64(x)
-    dy = (u >> np.uint64(32)) % np.uint64(span_y + 1)  # 32 random bits each: bias < 2**-16
-    dx = (u & np.uint64(0xFFFFFFFF)) % np.uint64(span_x + 1)
-    return np.stack([dy, dx], axis=1).astype(np.int64)
+    out = np.zeros((len(x), len(spans)), dtype=np.int64)
+    u = x
+    for j, span in enumerate(spans):
+        if j % 2 == 0:
+            u = _splitmix64(x + np.uint64(j // 2))
+            bits = u >> np.uint64(32)
+        else:
+            bits = u & np.uint64(0xFFFFFFFF)
+        out[:, j] = (bits % np.uint64(span + 1)).astype(np.int64)
+    return out
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Chunk-aligned reads of a cube array at storage speed: :class:`CubeReader`.
 
-A read names a window ``(well, field, channels, y, x)``. The reader maps it to
+A read is an orthogonal selection of one array (an int, a slice or positions
+per dim; :meth:`CubeReader.read_many` takes a batch of them). The reader maps it to
 the inner chunks it touches, takes what it can from the caches, and reads the
 rest with as few requests as the layout allows:
 
@@ -72,7 +73,7 @@ IO_THREADS = 8
 
 
 class CubeReader:
-    """Reads windows of one cube's plate array; thread-safe; one per cube per process.
+    """Reads selections of one cube array; thread-safe; one per cube and variable per process.
 
     Parameters
     ----------
@@ -161,7 +162,7 @@ class CubeReader:
     # --- public reads -------------------------------------------------------------------
 
     def read(self, well: int, field: int, channels: np.ndarray, ys: slice, xs: slice) -> np.ndarray:
-        """Pixels ``(len(channels), y, x)`` of one field's window, in the stored dtype.
+        """A plate's pixels ``(len(channels), y, x)`` of one field's window (5-D arrays).
 
         ``channels`` are positions along the channel dim, in any order, repeats allowed.
         """
@@ -177,30 +178,76 @@ class CubeReader:
 
         One item per dim: an int (the dim is dropped), a slice, or integer positions.
         """
-        dims = normalize(selection, self.shape, f"{self.url}/{self.variable}")
+        return self.read_many([selection])[0]
+
+    def read_many(self, selections: Sequence[Sequence[Any]]) -> list[np.ndarray]:
+        """Several orthogonal selections at once: each chunk fetched and decoded once.
+
+        The selections of a batch of windows overlap (consecutive time windows
+        share steps; patches of one field share its chunks): their chunks are
+        collected, taken from the memory cache or fetched together (one job per
+        storage object, concurrently), decoded once each, and copied into
+        every output that needs them. Returns one array per selection, as
+        :meth:`read_orthogonal` gives it.
+        """
+        where = f"{self.url}/{self.variable}"
+        all_dims = [normalize(selection, self.shape, where) for selection in selections]
         if self._layout is None:
-            return self._read_with_zarr(dims)
-        out = np.empty([len(idx) for idx, _ in dims], dtype=self.dtype)
-        pieces = [piece_of(parts) for parts in itertools.product(*self._dim_parts(dims))]
-        todo = self._from_memory(out, pieces)
-        if todo:
-            start = time.perf_counter()
-            with storage_errors(self.url, self._options):
-                raw = self._fetch(todo)
-            fetched = time.perf_counter()
-            for coords, out_sel, local in todo:
-                buf = raw[coords]
-                if buf is None:
-                    fill(out, out_sel, self.fill_value)
-                    continue
-                chunk = self._layout.decode(buf, f"{self.url}/{self.variable} chunk {coords}")
-                if self.memory_cache is not None:
-                    self.memory_cache.put(self._memory_key(coords), chunk)
-                assign(out, out_sel, chunk, local)
-            self.stats.add(
-                read_seconds=fetched - start, decode_seconds=time.perf_counter() - fetched
-            )
-        return out[tuple(0 if squeeze else slice(None) for _, squeeze in dims)]
+            return [self._read_with_zarr(dims) for dims in all_dims]
+        outs = [np.empty([len(idx) for idx, _ in dims], dtype=self.dtype) for dims in all_dims]
+        needed: dict[tuple[int, ...], list[tuple[int, Piece]]] = {}
+        for i, dims in enumerate(all_dims):
+            for parts in itertools.product(*self._dim_parts(dims)):
+                piece = piece_of(parts)
+                needed.setdefault(piece[0], []).append((i, piece))
+        chunks = self._chunks(list(needed))
+        for coords, users in needed.items():
+            chunk = chunks[coords]
+            for i, (_, out_sel, local) in users:
+                if chunk is None:
+                    fill(outs[i], out_sel, self.fill_value)
+                else:
+                    assign(outs[i], out_sel, chunk, local)
+        return [
+            out[tuple(0 if squeeze else slice(None) for _, squeeze in dims)]
+            for out, dims in zip(outs, all_dims, strict=True)
+        ]
+
+    def _chunks(self, coords: list[tuple[int, ...]]) -> dict[tuple[int, ...], np.ndarray | None]:
+        """Decoded chunks (``None``: not stored) from the memory cache, else fetched and decoded."""
+        found: dict[tuple[int, ...], np.ndarray | None] = {}
+        todo = []
+        cache = self.memory_cache
+        for c in coords:
+            chunk = None if cache is None else cache.get(self._memory_key(c))
+            if chunk is None:
+                todo.append(c)
+            else:
+                found[c] = chunk
+        if self.memory_cache is not None:
+            self.stats.add(memory_hits=len(coords) - len(todo), memory_misses=len(todo))
+        if not todo:
+            return found
+        start = time.perf_counter()
+        with storage_errors(self.url, self._options):
+            raw = self._fetch([(c, (), ()) for c in todo])
+        fetched = time.perf_counter()
+
+        def decode(c: tuple[int, ...]) -> np.ndarray | None:
+            buf = raw[c]
+            if buf is None:
+                return None
+            chunk = self._fast.decode(buf, f"{self.url}/{self.variable} chunk {c}")
+            if self.memory_cache is not None:
+                self.memory_cache.put(self._memory_key(c), chunk)
+            return chunk
+
+        if len(todo) > 2:  # codecs release the GIL: decode in parallel
+            found.update(zip(todo, self._executor().map(decode, todo), strict=True))
+        else:
+            found.update((c, decode(c)) for c in todo)
+        self.stats.add(read_seconds=fetched - start, decode_seconds=time.perf_counter() - fetched)
+        return found
 
     # --- planning -----------------------------------------------------------------------
 
@@ -214,19 +261,6 @@ class CubeReader:
 
     def _memory_key(self, coords: tuple[int, ...]) -> tuple[str, str, tuple[int, ...]]:
         return (self.url, self.variable, coords)
-
-    def _from_memory(self, out: np.ndarray, pieces: list[Piece]) -> list[Piece]:
-        if self.memory_cache is None:
-            return pieces
-        todo = []
-        for piece in pieces:
-            chunk = self.memory_cache.get(self._memory_key(piece[0]))
-            if chunk is None:
-                todo.append(piece)
-            else:
-                assign(out, piece[1], chunk, piece[2])
-        self.stats.add(memory_hits=len(pieces) - len(todo), memory_misses=len(todo))
-        return todo
 
     def _fetch(self, todo: list[Piece]) -> dict[tuple[int, ...], Buffer | None]:
         """Raw bytes of each piece's chunk (``None``: fill), one job per storage object."""
@@ -368,6 +402,12 @@ class CubeReader:
     def _disk_put(self, key: str, byte_range: tuple[int, int | None] | None, data: Buffer) -> None:
         if self.disk_cache is not None:
             self.disk_cache.put(self.url, key, byte_range, data)
+
+    def close_pool(self) -> ThreadPoolExecutor | None:
+        """Detach the reader's I/O thread pool (to shut it down); a later read makes a new one."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+            return pool
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:

@@ -51,5 +51,5 @@ def test_plate_cube_written_before_layouts_still_opens_and_loads(local_cube, tmp
     assert layout.sample_dims == ("well", "field") and layout.variables == ("images",)
     data = CubeBatchDataset(str(old), batch_size=2, normalize=True)
     batch = data[0]
-    assert batch["images"].shape[:2] == (2, ds.sizes["channel"])
-    assert np.isfinite(batch["images"].numpy()).all()
+    assert batch["inputs"].shape[:2] == (2, ds.sizes["channel"])
+    assert np.isfinite(batch["inputs"].numpy()).all()

@@ -41,11 +41,11 @@ def _train(model, optimizer, loader, n: int) -> list[torch.Tensor]:
     seen: list[torch.Tensor] = []
     while len(seen) < n:
         for batch in loader:
-            loss = model(batch["images"].mean(dim=(2, 3))).pow(2).mean()
+            loss = model(batch["inputs"].mean(dim=(2, 3))).pow(2).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            seen.append(batch["images"])
+            seen.append(batch["inputs"])
             if len(seen) == n:
                 break
     return seen
@@ -101,7 +101,10 @@ def test_loader_state_of_another_configuration_is_refused(tmp_path, local_cube):
         ckpt.load_latest(model=other_model, loader=other)
     assert torch.equal(other_model.weight, before)  # nothing loaded before the refusal
     channels = _dataset(local_cube, channels=["DNA"]).loader(prefetch=0)
-    with pytest.raises(SchemaError, match=r"dataset='[0-9a-f]+'.*same cubes, channels"):
+    with pytest.raises(
+        SchemaError,
+        match=r"another dataset \(inputs=\[.*'Brightfield'\]\); this one has inputs=\['DNA'\]",
+    ):
         ckpt.load_latest(loader=channels)
     bare = Checkpoints(str(tmp_path / "bare"))
     bare.save(0, model=model)

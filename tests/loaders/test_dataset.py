@@ -66,14 +66,14 @@ def _samples(batches) -> list[list[int]]:
 
 def _check_values(batch, cube, channels=None):
     """Each sample's pixels equal the cube's at its well, field, y and x."""
-    h, w = batch["images"].shape[-2:]
+    h, w = batch["inputs"].shape[-2:]
     for i, well in enumerate(batch["well"]):
         y, x = int(batch["y"][i]), int(batch["x"][i])
         truth = cube.images.sel(well=well, field=int(batch["field"][i]))
         if channels is not None:
             truth = truth.sel(channel=channels)
         truth = truth.isel(y=slice(y, y + h), x=slice(x, x + w)).values.astype(np.float32)
-        np.testing.assert_array_equal(batch["images"][i].numpy(), truth)
+        np.testing.assert_array_equal(batch["inputs"][i].numpy(), truth)
 
 
 # --- workers over S3 ---------------------------------------------------------------------
@@ -93,13 +93,13 @@ def test_two_workers_shuffle_and_read_every_field_once(s3_cube, context):
         seen_values, order = {}, []
         for batch in loader:
             order += batch["sample"].tolist()
-            assert batch["images"].dtype == torch.float32
-            assert batch["images"].shape[1:] == (8, 48, 48)
+            assert batch["inputs"].dtype == torch.float32
+            assert batch["inputs"].shape[1:] == (8, 48, 48)
             assert not batch["padding"].any()
             assert batch["stats"]["requests"] > 0  # read in the worker, counted there
             for i, key in enumerate(zip(batch["well"], batch["field"].tolist(), strict=True)):
                 assert key not in seen_values, f"{key} twice in one epoch"
-                seen_values[key] = batch["images"][i].numpy()
+                seen_values[key] = batch["inputs"][i].numpy()
         assert order == data.sample_order(epoch).tolist()
         epochs.append(order)
     expected = {
@@ -227,7 +227,10 @@ def test_state_from_another_setup_is_refused(local_cube):
     with pytest.raises(SchemaError, match=r"world_size=1.*world_size=2"):
         ranks.loader(num_workers=0)
     patches = CubeBatchDataset(str(local_cube), batch_size=2, shuffle=True, channels=["DNA"])
-    with pytest.raises(SchemaError, match=r"dataset='[0-9a-f]+'.*same cubes, channels"):
+    with pytest.raises(
+        SchemaError,
+        match=r"another dataset \(inputs=\[.*'Brightfield'\]\); this one has inputs=\['DNA'\]",
+    ):
         patches.loader(num_workers=0).load_state_dict(state)
     with pytest.raises(SchemaError, match="Not a CubeLoader state"):
         patches.loader(num_workers=0).load_state_dict({"epoch": 0})
@@ -293,7 +296,7 @@ def test_patches_and_channel_subsets_match_the_cube(local_cube, local_truth):
     seen = 0
     for b in range(len(data)):
         batch = data[b]
-        assert batch["images"].shape[1:] == (2, 32, 16)
+        assert batch["inputs"].shape[1:] == (2, 32, 16)
         _check_values(batch, local_truth, ["DNA", "Mito"])
         seen += len(batch["well"])
     assert seen == data.n_samples
@@ -306,7 +309,7 @@ def test_random_crop_reads_the_pixels_at_the_reported_position(local_cube, local
     offsets = []
     for i in range(len(data)):
         batch, window = data[i], windows[i]
-        assert batch["images"].shape[1:] == (2, 20, 9)
+        assert batch["inputs"].shape[1:] == (2, 20, 9)
         _check_values(batch, local_truth, ["ER", "AGP"])
         dy, dx = batch["y"] - window["y"], batch["x"] - window["x"]
         assert ((dy >= 0) & (dy <= 12)).all() and ((dx >= 0) & (dx <= 55)).all()
@@ -320,26 +323,26 @@ def test_random_crop_reads_the_pixels_at_the_reported_position(local_cube, local
 def test_normalize_uses_the_cube_statistics(local_cube, local_truth):
     cube = local_truth
     data = CubeBatchDataset(str(local_cube), channels=["ER"], normalize=True, batch_size=100)
-    batch = data[0]["images"].numpy()
+    batch = data[0]["inputs"].numpy()
     raw = cube.images.sel(channel="ER").values.astype(np.float64)
     expected_first = (raw[0, 0] - cube.channel_mean.sel(channel="ER").item()) / (
         cube.channel_std.sel(channel="ER").item()
     )
     np.testing.assert_allclose(batch[0, 0], expected_first, rtol=1e-5, atol=1e-5)
     assert abs(batch.mean()) < 0.05 and abs(batch.std() - 1) < 0.05
-    assert data.statistics[0]["fields"] is None
+    assert data.statistics[0]["samples"] is None
 
 
 def test_normalize_without_stored_statistics_estimates_them(local_truth):
     cube = local_truth.drop_vars(["channel_mean", "channel_std"])
     cube.encoding.clear()  # in memory: read through xarray
     channels = ["DNA", "RNA"]
-    with pytest.warns(UserWarning, match=r"no usable per-channel statistics.*6 of its fields"):
+    with pytest.warns(UserWarning, match=r"no usable statistics.*6 of its samples"):
         data = CubeBatchDataset(cube, channels=channels, normalize=True, batch_size=6)
     stats = data.statistics[0]
-    assert len(stats["fields"]) == 6  # all of this small cube's fields (at most 16)
+    assert len(stats["samples"]) == 6  # all of this small cube's fields (at most 16)
     pixels = np.stack(
-        [cube.images.sel(well=w, field=f, channel=channels).values for w, f in stats["fields"]]
+        [cube.images.sel(well=w, field=f, channel=channels).values for w, f in stats["samples"]]
     ).astype(np.float64)
     mean, std = pixels.mean(axis=(0, 2, 3)), pixels.std(axis=(0, 2, 3))
     np.testing.assert_allclose(stats["mean"], mean, rtol=1e-9)
@@ -347,13 +350,13 @@ def test_normalize_without_stored_statistics_estimates_them(local_truth):
     batch = data[0]
     raw = cube.images.sel(well=batch["well"][0], field=int(batch["field"][0]), channel=channels)
     expected = (raw.values - mean[:, None, None]) / std[:, None, None]
-    np.testing.assert_allclose(batch["images"][0].numpy(), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(batch["inputs"][0].numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_clahe_equalises_each_channel_into_0_1(local_cube, local_truth):
     data = CubeBatchDataset(str(local_cube), channels=["Mito", "DNA"], clahe=True, batch_size=2)
     batch = data[0]
-    images = batch["images"].numpy()
+    images = batch["inputs"].numpy()
     assert images.min() >= 0.0 and images.max() <= 1.0
     raw = local_truth.images.sel(well=batch["well"][0], field=int(batch["field"][0]))
     raw = raw.sel(channel="Mito").values.astype(np.float64)
@@ -361,8 +364,8 @@ def test_clahe_equalises_each_channel_into_0_1(local_cube, local_truth):
     assert np.abs(images[0, 0] - scaled).mean() > 0.01  # equalised, not just rescaled
     assert np.corrcoef(images[0, 0].ravel(), scaled.ravel())[0, 1] > 0.5  # monotone-ish
     both = CubeBatchDataset(str(local_cube), channels=["Mito"], clahe=True, normalize=True)
-    assert both.statistics[0]["fields"] is not None  # estimated after CLAHE
-    normalised = torch.cat([both[i]["images"] for i in range(len(both))]).numpy()
+    assert both.statistics[0]["samples"] is not None  # estimated after CLAHE
+    normalised = torch.cat([both[i]["inputs"] for i in range(len(both))]).numpy()
     assert abs(normalised.mean()) < 1e-3 and abs(normalised.std() - 1) < 1e-3
 
 
@@ -379,10 +382,10 @@ def test_user_transform_runs_last_on_each_sample(local_cube, local_truth):
 
     data = CubeBatchDataset(str(local_cube), channels=["AGP"], transform=halve, batch_size=3)
     batch = data[1]
-    assert batch["images"].shape == (3, 1, 32, 32)
+    assert batch["inputs"].shape == (3, 1, 32, 32)
     truth = local_truth.images.sel(well=batch["well"][0], field=int(batch["field"][0]))
     expected = truth.sel(channel=["AGP"]).values[:, ::2, ::2].astype(np.float32) / 2
-    np.testing.assert_array_equal(batch["images"][0].numpy(), expected)
+    np.testing.assert_array_equal(batch["inputs"][0].numpy(), expected)
 
 
 def test_in_memory_dataset(local_truth):
@@ -392,7 +395,7 @@ def test_in_memory_dataset(local_truth):
     batch = data[1]  # samples 2 and 3: the second well's two fields
     assert batch["well"] == [str(cube.well.values[1])] * 2
     truth = cube.images.sel(channel=["RNA"]).isel(well=1)
-    np.testing.assert_array_equal(batch["images"].numpy(), truth.values)
+    np.testing.assert_array_equal(batch["inputs"].numpy(), truth.values)
 
 
 def test_several_cubes_are_one_dataset(local_cube, local_truth):
@@ -421,7 +424,7 @@ def test_prefetch_thread_gives_the_same_batches(local_cube):
     assert len(plain) == len(ahead) == 8
     for a, b in zip(plain, ahead, strict=True):
         assert a.keys() == b.keys()
-        for key in ("images", "present", "padding", "field", "cube", "y", "x", "sample"):
+        for key in ("inputs", "present", "padding", "field", "cube", "y", "x", "sample"):
             assert torch.equal(a[key], b[key])
         assert a["well"] == b["well"]
 
@@ -453,8 +456,8 @@ def test_batches_move_to_a_device(local_cube):
     moved = list(data.loader(num_workers=0, device="cpu"))
     plain = list(data.loader(num_workers=0))
     for a, b in zip(moved, plain, strict=True):
-        assert a["images"].device.type == "cpu"
-        assert torch.equal(a["images"], b["images"]) and a["well"] == b["well"]
+        assert a["inputs"].device.type == "cpu"
+        assert torch.equal(a["inputs"], b["inputs"]) and a["well"] == b["well"]
     batch = to_device(plain[0], "cpu", non_blocking=True)
     assert torch.equal(batch["y"], plain[0]["y"]) and batch["stats"] == plain[0]["stats"]
 

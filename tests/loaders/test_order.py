@@ -156,19 +156,19 @@ def test_shard_sizes_and_crop_offsets():
     keys = np.array([[0, 0, 0], [0, 0, 0], [0, 0, 1], [1, 0, 1], [1, 0, 1]])
     assert order.shard_sizes(keys).tolist() == [2, 1, 2]
     samples = np.arange(1000)
-    offsets = order.crop_offsets(samples, seed=1, epoch=2, span_y=3, span_x=0)
+    offsets = order.crop_offsets(samples, seed=1, epoch=2, spans=[3, 0])
     assert offsets.shape == (1000, 2)
     assert set(offsets[:, 0].tolist()) == {0, 1, 2, 3} and set(offsets[:, 1].tolist()) == {0}
-    again = order.crop_offsets(samples, seed=1, epoch=2, span_y=3, span_x=0)
-    later = order.crop_offsets(samples, seed=1, epoch=3, span_y=3, span_x=0)
-    other_seed = order.crop_offsets(samples, seed=2, epoch=2, span_y=3, span_x=0)
+    again = order.crop_offsets(samples, seed=1, epoch=2, spans=[3, 0])
+    later = order.crop_offsets(samples, seed=1, epoch=3, spans=[3, 0])
+    other_seed = order.crop_offsets(samples, seed=2, epoch=2, spans=[3, 0])
     np.testing.assert_array_equal(offsets, again)
     assert not np.array_equal(offsets, later) and not np.array_equal(offsets, other_seed)
     some = np.array([999, 3, 500])  # a batch gets the rows of its own samples
     np.testing.assert_array_equal(
-        order.crop_offsets(some, seed=1, epoch=2, span_y=3, span_x=0), offsets[some]
+        order.crop_offsets(some, seed=1, epoch=2, spans=[3, 0]), offsets[some]
     )
-    wide = order.crop_offsets(np.arange(20000), seed=0, epoch=0, span_y=9, span_x=4)
+    wide = order.crop_offsets(np.arange(20000), seed=0, epoch=0, spans=[9, 4])
     for column, span in ((0, 9), (1, 4)):  # about uniform
         counts = np.bincount(wide[:, column], minlength=span + 1)
         assert len(counts) == span + 1 and counts.min() > 0.8 * 20000 / (span + 1)
