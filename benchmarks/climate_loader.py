@@ -54,6 +54,7 @@ PASS/FAIL; writes ``climate_loader.json`` into ``--out``.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -101,46 +102,62 @@ Batch = tuple[np.ndarray, np.ndarray]  # inputs (N, K, V, P, P), targets (N, M, 
 
 
 @dataclass
+class Slot:
+    """The windows of one pass: ``size`` batches of epoch 0 from batch ``start`` on.
+
+    ``batches`` holds their rows ``(start step, lat origin, lon origin)``, set by
+    the first pass of (a) over them (or a seeded shuffle when (a) is missing).
+    """
+
+    start: int
+    size: int
+    batches: list[np.ndarray] | None = None
+
+    def head(self, n: int | None) -> Slot:
+        """The same pass cut to its first ``n`` batches."""
+        if n is None or n >= self.size:
+            return self
+        return Slot(self.start, n, None if self.batches is None else self.batches[:n])
+
+
+@dataclass
 class Cube:
-    """The cube on S3 and its windows: rows ``(start step, lat origin, lon origin)``."""
+    """The cube on S3, its windows and the slots of the passes."""
 
     url: str
     present: np.ndarray
     n_lat: int
     n_lon: int
     patch: int
-    plan: list[np.ndarray] = field(default_factory=list)  # the timed batches, rows as above
-
-    @property
-    def span(self) -> int:
-        return int(OFFSETS[-1]) + 1
-
-    def valid_starts(self) -> np.ndarray:
-        """Start steps of the windows whose every step is inside the axis and present."""
-        n = len(self.present)
-        starts = np.arange(n - self.span + 1)
-        ok = self.present[starts[:, None] + OFFSETS].all(axis=1)
-        return starts[ok]
+    slots: list[Slot] = field(default_factory=list)
 
     def windows(self) -> np.ndarray:
-        """Every window, in (start, lat, lon) order."""
+        """Every window whose steps are inside the axis and present, in (start, lat, lon) order."""
+        starts = np.arange(len(self.present) - OFFSETS[-1])
+        starts = starts[self.present[starts[:, None] + OFFSETS].all(axis=1)]
         lats = np.arange(0, self.n_lat - self.patch + 1, self.patch)
         lons = np.arange(0, self.n_lon - self.patch + 1, self.patch)
-        grid = np.stack(np.meshgrid(self.valid_starts(), lats, lons, indexing="ij"), axis=-1)
+        grid = np.stack(np.meshgrid(starts, lats, lons, indexing="ij"), axis=-1)
         return grid.reshape(-1, 3).astype(np.int64)
 
-    def shuffled_plan(self, batches: int, batch_size: int, seed: int) -> list[np.ndarray]:
-        """The first ``batches`` batches of a seeded uniform shuffle of the windows."""
+    def shuffle_slots(self, batch_size: int, seed: int) -> None:
+        """Fill the slots (a) left empty from a seeded uniform shuffle of the windows."""
         rows = self.windows()
         rows = rows[np.random.default_rng(seed).permutation(len(rows))]
-        return [rows[i : i + batch_size] for i in range(0, batches * batch_size, batch_size)]
+        for slot in self.slots:
+            if slot.batches is None:
+                cut = [slot.start + i for i in range(slot.size + 1)]
+                slot.batches = [
+                    rows[a * batch_size : b * batch_size] for a, b in itertools.pairwise(cut)
+                ]
 
     def touches_gap(self, rows: np.ndarray) -> bool:
         steps = rows[:, :1] + OFFSETS
         inside = (steps >= 0) & (steps < len(self.present))
-        return bool(not inside.all() or not self.present[steps].all())
+        return bool(not inside.all() or not self.present[np.clip(steps, 0, None)].all())
 
     def mb(self, windows: int) -> float:
+        """Decoded float32 MB of the inputs and targets of ``windows`` windows."""
         return windows * len(OFFSETS) * len(VARIABLES) * self.patch**2 * 4 / 1e6
 
 
@@ -149,37 +166,34 @@ def make_cube(endpoint: str, args: argparse.Namespace) -> Cube:
     url = f"s3://{BUCKET}/{CUBE_KEY}"
     env = dict(os.environ, AWS_ENDPOINT_URL=endpoint)
     with tempfile.TemporaryDirectory(prefix="climate-bench-") as tmp:
-        start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "ingest", "synth-climate", tmp, "--years", str(args.years),
-             "--grid", args.grid, "--drop-step", args.drop_step],
-            env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        print(f"NetCDF files written in {time.perf_counter() - start:.0f} s", flush=True)
-        start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "ingest", "netcdf", tmp, url, "--endpoint-url", endpoint,
-             "--no-progress"],
-            env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        print(f"Ingested with python -m ingest in {time.perf_counter() - start:.0f} s", flush=True)
+        for what, command in (
+            ("NetCDF files written", ["synth-climate", tmp, "--years", str(args.years),
+                                      "--grid", args.grid, "--drop-step", args.drop_step]),
+            ("Ingested", ["netcdf", tmp, url, "--endpoint-url", endpoint, "--no-progress"]),
+        ):  # fmt: skip
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "ingest", *command], env=env, cwd=REPO,
+                           check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+            print(f"{what} by python -m ingest in {time.perf_counter() - start:.0f} s", flush=True)
     ds = open_cube(url, endpoint_url=endpoint)
     present = np.asarray(ds["present"].values, dtype=bool)
-    return Cube(url, present, ds.sizes["lat"], ds.sizes["lon"], args.patch)
+    slots = [Slot(i * args.batches, args.batches) for i in range(args.repeat + 2)]
+    return Cube(url, present, ds.sizes["lat"], ds.sizes["lon"], args.patch, slots)
 
 
 # --- the methods ------------------------------------------------------------------------
 
 
 class Method:
-    """One way of delivering the plan's batches; ``batches`` yields them in plan order."""
+    """One way of delivering a slot's batches, in the slot's order."""
 
     key = ""
     label = ""
     graded = False
-    workers = False  # its reading runs in worker processes
+    limit: int | None = None  # reads only the first ``limit`` batches of each slot
+    timed_passes: int | None = None  # at most this many timed passes (default: --repeat)
 
-    def batches(self, plan: list[np.ndarray]) -> Iterator[Batch]:
+    def batches(self, slot: Slot) -> Iterator[Batch]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -205,7 +219,7 @@ def _read_ahead(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Itera
 
 
 class RawZarr(Method):
-    """(c) per batch and variable, one orthogonal selection of the steps and patches it needs."""
+    """(c) per batch and variable, one orthogonal selection of the steps it needs."""
 
     def __init__(self, cube: Cube, key: str, label: str, store: Any, threads: int) -> None:
         self.key, self.label, self.cube, self.threads = key, label, cube, threads
@@ -214,7 +228,12 @@ class RawZarr(Method):
         self.pool = ThreadPoolExecutor(threads)
 
     def read_variable(self, item: tuple[np.ndarray, int]) -> np.ndarray:
-        """Windows ``(N, K + M, P, P)`` of one variable."""
+        """Windows ``(N, K + M, P, P)`` of one variable: the union of their steps, read once.
+
+        Within the bounding box of the patches. (Whole shards instead, which zarr
+        fetches in one GET each rather than one GET per chunk after the shard's
+        index, measured 0.5-0.6x as fast here, on loopback and with latency.)
+        """
         rows, v = item
         p = self.cube.patch
         steps = rows[:, :1] + OFFSETS
@@ -234,8 +253,9 @@ class RawZarr(Method):
         """One batch, not timed (the reference of the correctness checks)."""
         return _assemble([self.read_variable((rows, v)) for v in range(len(VARIABLES))])
 
-    def batches(self, plan: list[np.ndarray]) -> Iterator[Batch]:
-        items = ((rows, v) for rows in plan for v in range(len(VARIABLES)))
+    def batches(self, slot: Slot) -> Iterator[Batch]:
+        assert slot.batches is not None
+        items = ((rows, v) for rows in slot.batches for v in range(len(VARIABLES)))
         parts = _read_ahead(self.pool, self.read_variable, items, self.threads)
         while chunk := list(itertools.islice(parts, len(VARIABLES))):
             yield _assemble(chunk)
@@ -245,7 +265,7 @@ class RawZarr(Method):
 
 
 def _assemble(per_variable: list[np.ndarray]) -> Batch:
-    """``(N, K + M, P, P)`` per variable -> inputs ``(N, K, V, P, P)``, targets ``(N, M, V, P, P)``."""
+    """``(N, K + M, P, P)`` per variable -> inputs ``(N, K, V, P, P)``, targets ``(N, M, ...)``."""
     windows = np.stack(per_variable, axis=2)
     return windows[:, :K], windows[:, K:]
 
@@ -265,8 +285,8 @@ def window_tensor(sample: Any) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.values))
 
 
-class _PlanSampler(torch.utils.data.Sampler[int]):
-    """The generator indices of the current plan, in order (set before each pass)."""
+class _ListSampler(torch.utils.data.Sampler[int]):
+    """The generator indices of the current pass, in order (set before each pass)."""
 
     def __init__(self) -> None:
         self.indices: list[int] = []
@@ -283,16 +303,18 @@ class Xbatcher(Method):
 
     key = "b"
 
-    def __init__(self, cube: Cube, endpoint: str, batch_size: int, workers: int) -> None:
+    def __init__(self, cube: Cube, endpoint: str, batch_size: int, workers: int,
+                 limit: int) -> None:  # fmt: skip
         self.label = (
             f"(b) xbatcher BatchGenerator x2 + MapDataset over open_cube (dask), "
-            f"DataLoader {workers} workers"
+            f"DataLoader {workers} workers; the first {limit} batch(es) of a pass, 1 timed pass"
         )
-        self.cube, self.workers = cube, workers > 0
+        self.cube, self.limit, self.timed_passes = cube, limit, 1
         ds = open_cube(cube.url, endpoint_url=endpoint)[list(VARIABLES)]
         n, p, shift = ds.sizes["time"], cube.patch, K - 1 + LEAD
+        # inputs at t .. t+K-1, targets at t+shift .. : both generators have n-shift-M+1 windows
         inputs = xbatcher.BatchGenerator(
-            ds.isel(time=slice(0, n - cube.span + K)),
+            ds.isel(time=slice(0, n - shift - M + K)),
             input_dims={"time": K, "lat": p, "lon": p}, input_overlap={"time": K - 1},
         )  # fmt: skip
         targets = xbatcher.BatchGenerator(
@@ -301,15 +323,14 @@ class Xbatcher(Method):
         )  # fmt: skip
         if len(inputs) != len(targets):
             raise RuntimeError(f"{len(inputs)} input windows, {len(targets)} target windows")
-        self.dataset = MapDataset(
-            inputs, targets, transform=window_tensor, target_transform=window_tensor
-        )
-        self.sampler = _PlanSampler()
+        dataset = MapDataset(inputs, targets, transform=window_tensor,
+                             target_transform=window_tensor)  # fmt: skip
+        self.sampler = _ListSampler()
         # forkserver: fork + s3fs/dask hangs (FIELD-NOTES); the start method (a) uses.
-        context = "forkserver" if workers else None
-        self.loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
-            multiprocessing_context=context, persistent_workers=workers > 0,
+        self.loader: torch.utils.data.DataLoader | None = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
+            multiprocessing_context="forkserver" if workers else None,
+            persistent_workers=workers > 0,
         )  # fmt: skip
 
     def index(self, rows: np.ndarray) -> list[int]:
@@ -318,8 +339,9 @@ class Xbatcher(Method):
         n_lat, n_lon = self.cube.n_lat // p, self.cube.n_lon // p
         return (rows[:, 0] * n_lat * n_lon + rows[:, 1] // p * n_lon + rows[:, 2] // p).tolist()
 
-    def batches(self, plan: list[np.ndarray]) -> Iterator[Batch]:
-        self.sampler.indices = [i for rows in plan for i in self.index(rows)]
+    def batches(self, slot: Slot) -> Iterator[Batch]:
+        assert slot.batches is not None and self.loader is not None
+        self.sampler.indices = [i for rows in slot.batches for i in self.index(rows)]
         for x, y in self.loader:
             yield x.numpy(), y.numpy()
 
@@ -338,63 +360,56 @@ class Ours(Method):
         from loaders import CubeBatchDataset
 
         self.key = f"a-{workers}w" if workers else "a"
-        self.graded, self.workers = workers == 0, workers > 0
+        self.graded = workers == 0
         note = "" if self.graded else ", not graded"
         self.label = f"(a) CubeBatchDataset(threads={threads}).loader({workers} workers){note}"
-        self.cube = cube
         self.dataset = CubeBatchDataset(
             cube.url, variables=list(VARIABLES), input_steps=K, target_steps=M, lead=LEAD,
             input_dims={"lat": cube.patch, "lon": cube.patch}, batch_size=batch_size,
-            shuffle=True, seed=0, threads=threads,
-            storage_options={"endpoint_url": endpoint},
+            shuffle=True, seed=0, threads=threads, storage_options={"endpoint_url": endpoint},
         )  # fmt: skip
         self.loader = self.dataset.loader(num_workers=workers)
-        self.start = self.loader.state_dict()  # epoch 0, batch 0: every pass starts here
+        self.start = self.loader.state_dict()  # epoch 0, batch 0
         self.rows: list[np.ndarray] = []  # the windows of the last pass, batch by batch
         self.first: dict[str, Any] | None = None  # the first batch of the last pass
 
-    def batches(self, plan: list[np.ndarray]) -> Iterator[Batch]:
-        """The first ``len(plan)`` batches of epoch 0 (the plan is (a)'s own, see ``take``)."""
-        self.loader.load_state_dict(self.start)
+    def batches(self, slot: Slot) -> Iterator[Batch]:
+        """Batches ``slot.start ..`` of epoch 0 (resumed there as a training job would)."""
+        self.loader.load_state_dict(dict(self.start, batch=slot.start))
         self.rows, self.first = [], None
-        for batch in itertools.islice(self.loader, len(plan)):
-            self.rows.append(ours_rows(batch))
-            if self.first is None:
-                self.first = batch
-            yield batch["inputs"].numpy(), batch["targets"].numpy()
-
-    def take(self, n: int) -> list[np.ndarray]:
-        """The windows of the first ``n`` batches of epoch 0, read by a pass (the plan)."""
-        for _ in self.batches([np.zeros((0, 3), dtype=np.int64)] * n):
-            pass
-        return self.rows
+        iterator = iter(self.loader)
+        try:
+            for batch in itertools.islice(iterator, slot.size):
+                self.rows.append(ours_rows(batch))
+                self.first = self.first or batch
+                yield batch["inputs"].numpy(), batch["targets"].numpy()
+        finally:
+            iterator.close()  # stops the read-ahead within the pass (its cost is counted)
 
     def close(self) -> None:
-        dataloader = self.loader.dataloader
-        iterator = getattr(dataloader, "_iterator", None)
-        if iterator is not None:
-            iterator._shutdown_workers()
+        self.loader.close()
 
 
 def ours_rows(batch: dict[str, Any]) -> np.ndarray:
     """The windows of a batch of (a) as rows ``(start, lat, lon)``."""
-    return np.stack(
-        [batch["step"][:, 0].numpy(), batch["lat"].numpy(), batch["lon"].numpy()], axis=1
-    ).astype(np.int64)
+    columns = [batch["step"][:, 0], batch["lat"], batch["lon"]]
+    return np.stack([c.numpy() for c in columns], axis=1).astype(np.int64)
 
 
 def build_methods(cube: Cube, endpoint: str, args: argparse.Namespace) -> list[Method]:
     """Every method, reading through ``endpoint``; a method that fails to build is skipped."""
     options = resolve_storage_options(cube.url, endpoint_url=endpoint)
+    s3fs_store = functools.partial(
+        FsspecStore.from_url, cube.url, storage_options=options, read_only=True
+    )
     makers: list[Callable[[], Method]] = [
         lambda: Ours(cube, endpoint, args.batch_size, 0, args.threads),
         lambda: Ours(cube, endpoint, args.batch_size, args.workers, args.threads),
-        lambda: Xbatcher(cube, endpoint, args.batch_size, args.workers),
-        lambda: RawZarr(cube, "c-s3fs", "(c) zarr orthogonal selection (FsspecStore: s3fs)",
-                        FsspecStore.from_url(cube.url, storage_options=options, read_only=True),
-                        args.threads),
-        lambda: RawZarr(cube, "c-obstore", "(c) zarr orthogonal selection (ObjectStore: obstore)",
-                        _obstore(endpoint), args.threads),
+        lambda: Xbatcher(cube, endpoint, args.batch_size, args.workers, args.b_batches),
+        lambda: RawZarr(cube, "c-s3fs", "(c) zarr orthogonal selection per batch "
+                        "(FsspecStore: s3fs)", s3fs_store(), args.threads),
+        lambda: RawZarr(cube, "c-obstore", "(c) zarr orthogonal selection per batch "
+                        "(ObjectStore: obstore)", _obstore(endpoint), args.threads),
     ]  # fmt: skip
     methods = []
     for make in makers:
@@ -409,18 +424,33 @@ def build_methods(cube: Cube, endpoint: str, args: argparse.Namespace) -> list[M
 
 
 class PeakRSS:
-    """Samples, in a thread, the RSS of this process and its children outside ``infra``."""
+    """Samples, in a thread, the RSS of this process plus the child processes of a method.
+
+    The children that appear while a method is watched are its own (its loader's
+    workers, the forkserver); those of other methods, and ``infra`` (the servers),
+    are left out.
+    """
 
     def __init__(self, infra: set[int], interval: float = 0.02) -> None:
         self.me, self.infra, self.interval, self.peak = psutil.Process(), infra, interval, 0
+        self.owned: dict[str, set[int]] = {}
+        self.current: str | None = None
         threading.Thread(target=self._run, daemon=True).start()
 
+    def _children(self) -> set[int]:
+        with suppress(psutil.Error):
+            return {p.pid for p in self.me.children(recursive=True)} - self.infra
+        return set()
+
+    def _others(self, key: str | None) -> set[int]:
+        return set().union(*(v for k, v in self.owned.items() if k != key))
+
     def rss(self) -> int:
+        """This process, and the children of the method watched (all, when none is)."""
         total = self.me.memory_info().rss
-        for child in self.me.children(recursive=True):
-            if child.pid not in self.infra:
-                with suppress(psutil.Error):  # a worker that just exited
-                    total += child.memory_info().rss
+        for pid in self._children() - self._others(self.current):
+            with suppress(psutil.Error):  # a worker that just exited
+                total += psutil.Process(pid).memory_info().rss
         return total
 
     def _run(self) -> None:
@@ -430,11 +460,18 @@ class PeakRSS:
             time.sleep(self.interval)
 
     @contextmanager
-    def watch(self) -> Iterator[None]:
-        """Peak RSS while in the block: ``peak``."""
+    def watch(self, key: str) -> Iterator[None]:
+        """Peak RSS of this process and ``key``'s children while in the block: ``peak``."""
+        before = self._children()
+        self.current = key
         self.peak = self.rss()
-        yield
-        self.peak = max(self.peak, self.rss())
+        try:
+            yield
+        finally:
+            self.peak = max(self.peak, self.rss())
+            new = self._children() - before - self._others(key)
+            self.owned.setdefault(key, set()).update(new)
+            self.current = None
 
 
 @dataclass
@@ -444,7 +481,7 @@ class Result:
     key: str
     label: str
     graded: bool
-    times: list[float] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)  # windows/s of the timed passes
     first_pass_s: float | None = None
     peak_rss: int = 0
     data_wait: float | None = None
@@ -452,55 +489,65 @@ class Result:
     checks: list[str] = field(default_factory=list)  # failures; empty when correct
     error: str | None = None
 
-    def windows_per_s(self, windows: int) -> float | None:
-        return windows / min(self.times) if self.times and not self.checks else None
+    @property
+    def windows_per_s(self) -> float | None:
+        return max(self.rates) if self.rates and not self.checks else None
 
 
 def _checksum(batch: Batch) -> float:
-    """Sum of a strided sub-sample of both tensors, NaN as 0 (float64: order-insensitive)."""
+    """Sum of a strided sub-sample of both tensors, NaN as 0 (float64)."""
     return sum(float(np.nansum(t[..., ::7, ::5], dtype=np.float64)) for t in batch)
 
 
+@dataclass
+class Pass:
+    """One pass of one method: seconds, fraction waiting, first batch, per-batch checksums."""
+
+    seconds: float
+    waiting: float
+    windows: int
+    expected: int  # batches it should have delivered
+    first: Batch | None
+    sums: list[float]
+
+
 class Run:
-    """Passes over the plan for every method of one condition."""
+    """Passes over the slots for every method of one condition."""
 
     def __init__(self, cube: Cube, args: argparse.Namespace, rss: PeakRSS,
                  stats: Callable[[], int] | None) -> None:  # fmt: skip
         self.cube, self.args, self.rss, self.stats = cube, args, rss, stats
-        self.reference: float | None = None  # checksum of a pass of the first method
 
-    def one_pass(self, m: Method, r: Result, step_s: float = 0.0) -> tuple[float, float]:
-        """Seconds of one pass over the plan, and the fraction of them spent waiting."""
+    def one_pass(self, m: Method, slot: Slot, r: Result, step_s: float) -> Pass:
         before = self.stats() if self.stats else None
-        n = checksum = waited = 0.0
+        sums: list[float] = []
+        first, windows, waited = None, 0, 0.0
         start = time.perf_counter()
-        batches = m.batches(self.cube.plan)
+        part = slot.head(m.limit)
+        batches = m.batches(part)
         while True:
             t = time.perf_counter()
             batch = next(batches, None)
             waited += time.perf_counter() - t
             if batch is None:
                 break
-            n, checksum = n + len(batch[0]), checksum + _checksum(batch)
+            first = first or batch
+            windows += len(batch[0])
+            sums.append(_checksum(batch))
             time.sleep(step_s)
         seconds = time.perf_counter() - start
-        if before is not None and self.stats:
-            r.requests_per_batch = (self.stats() - before) / len(self.cube.plan)
-        self.check(r, int(n), checksum)
-        return seconds, waited / seconds
+        if before is not None and self.stats and sums:
+            r.requests_per_batch = (self.stats() - before) / len(sums)
+        return Pass(seconds, waited / seconds, windows, part.size, first, sums)
 
-    def check(self, r: Result, n: int, checksum: float) -> None:
-        windows = sum(len(rows) for rows in self.cube.plan)
-        if self.reference is None:
-            self.reference = checksum
-        if n != windows or not np.isclose(checksum, self.reference, rtol=1e-9):
-            r.checks.append(f"pass delivered {n} windows, checksum {checksum:.6g}")
-
-    def timed(self, m: Method, r: Result, step_s: float = 0.0) -> tuple[float, float] | None:
-        with self.rss.watch():
-            out = _guarded(r, lambda: self.one_pass(m, r, step_s))
+    def timed(self, m: Method, slot: Slot, r: Result, step_s: float = 0.0) -> Pass | None:
+        """One pass, its peak RSS recorded; None when it failed."""
+        with self.rss.watch(m.key):
+            done = _guarded(r, lambda: self.one_pass(m, slot, r, step_s))
         r.peak_rss = max(r.peak_rss, self.rss.peak)
-        return out
+        if isinstance(m, Ours) and slot.batches is None and done is not None:
+            slot.batches = m.rows  # (a) picked the windows of this slot
+        return done
 
 
 def _guarded(result: Result, fn: Callable[[], Any]) -> Any:
@@ -514,24 +561,28 @@ def _guarded(result: Result, fn: Callable[[], Any]) -> Any:
         return None
 
 
-def first_batch(m: Method, rows: np.ndarray) -> tuple[np.ndarray, Batch]:
-    """The windows and tensors of ``m``'s first batch (not timed)."""
-    if isinstance(m, Ours):
-        assert m.first is not None, "probe after a pass of (a)"
-        return ours_rows(m.first), (m.first["inputs"].numpy(), m.first["targets"].numpy())
-    return rows, next(iter(m.batches([rows])))
+def check_sums(slot: Slot, passes: dict[str, Pass], results: dict[str, Result]) -> None:
+    """Every method delivered the slot's windows: per-batch checksums equal (c)'s."""
+    keys = sorted(passes, key=lambda k: not k.startswith("c-"))  # (c) is the reference
+    if not keys:
+        return
+    reference = passes[keys[0]].sums
+    for key in keys:
+        r, sums, expected = results[key], passes[key].sums, passes[key].expected
+        if len(sums) != expected or not np.allclose(sums, reference[: len(sums)], rtol=1e-9):
+            r.checks.append(f"batches {slot.start}+: checksums differ from ({keys[0]})'s")
 
 
-def check_first_batch(m: Method, r: Result, reference: RawZarr) -> None:
+def check_first_batch(m: Method, r: Result, done: Pass, slot: Slot, reference: RawZarr) -> None:
     """The first batch equals (c)'s read of the same windows; (a)'s batch is well formed."""
-    rows, (x, y) = first_batch(m, reference.cube.plan[0])
-    ex, ey = reference.read(rows)
+    assert slot.batches is not None and done.first is not None
+    rows = ours_rows(m.first) if isinstance(m, Ours) and m.first else slot.batches[0]
+    (x, y), (ex, ey) = done.first, reference.read(rows)
     if x.shape != ex.shape or y.shape != ey.shape:
         r.checks.append(f"shapes {x.shape}/{y.shape}, expected {ex.shape}/{ey.shape}")
     elif not (np.array_equal(x, ex, equal_nan=True) and np.array_equal(y, ey, equal_nan=True)):
         r.checks.append("first batch differs from (c)'s read of the same windows")
-    if isinstance(m, Ours):
-        assert m.first is not None
+    if isinstance(m, Ours) and m.first is not None:
         if not np.array_equal(m.first["step"].numpy(), rows[:, :1] + OFFSETS):
             r.checks.append("step does not hold the inputs, then the target, lead 1")
         if m.first["cube"].numpy().any():
@@ -540,43 +591,51 @@ def check_first_batch(m: Method, r: Result, reference: RawZarr) -> None:
             r.checks.append("a window needs a missing step")
 
 
-def measure(methods: list[Method], run: Run) -> dict[str, Result]:
-    """Warm up (the first pass of (a) sets the plan), check, time, then data-wait."""
-    args, cube = run.args, run.cube
-    results = {m.key: Result(m.key, m.label, m.graded) for m in methods}
-    ours = next((m for m in methods if isinstance(m, Ours) and m.graded), None)
-    if not cube.plan and ours is not None:
-        r = results[ours.key]
-        with run.rss.watch():
-            start = time.perf_counter()
-            cube.plan = _guarded(r, lambda: ours.take(args.batches)) or []
-            r.first_pass_s = time.perf_counter() - start
-        r.peak_rss = run.rss.peak
-    if not cube.plan:
-        cube.plan = cube.shuffled_plan(args.batches, args.batch_size, seed=0)
-        print("  the plan: a seeded uniform shuffle ((a) gave none)", flush=True)
-    # warm-up passes, (c) first: its checksum is the reference of the others
-    for m in sorted(methods, key=lambda m: not isinstance(m, RawZarr)):
-        r = results[m.key]
-        if r.first_pass_s is None:
-            done = run.timed(m, r)
-            r.first_pass_s = done[0] if done else None
+def check_first_batches(methods: list[Method], slot: Slot, passes: dict[str, Pass],
+                        results: dict[str, Result]) -> None:  # fmt: skip
+    """:func:`check_first_batch` for every method that delivered a pass of ``slot``."""
     reference = next((m for m in methods if isinstance(m, RawZarr)), None)
     for m in methods:
-        if reference is not None:
-            _guarded(results[m.key], lambda m=m: check_first_batch(m, results[m.key], reference))
-    for i in range(args.repeat):
-        for m in methods[i % len(methods) :] + methods[: i % len(methods)]:  # rotate the order
+        done, r = passes.get(m.key), results[m.key]
+        if done is not None and reference is not None:
+            _guarded(r, functools.partial(check_first_batch, m, r, done, slot, reference))
+
+
+def measure(methods: list[Method], run: Run) -> dict[str, Result]:
+    """Slot 0 warms up (and is checked), slots 1..repeat are timed, the last: data-wait.
+
+    In each slot the graded (a) goes first where the slot has no windows yet: it
+    picks them; otherwise the order rotates.
+    """
+    args, cube = run.args, run.cube
+    results = {m.key: Result(m.key, m.label, m.graded) for m in methods}
+    for i, slot in enumerate(cube.slots):
+        order = methods[i % len(methods) :] + methods[: i % len(methods)]
+        if slot.batches is None:
+            order.sort(key=lambda m: not (isinstance(m, Ours) and m.graded))
+        step_s = args.step_ms / 1000 if i == len(cube.slots) - 1 else 0.0
+        passes: dict[str, Pass] = {}
+        for m in order:
             r = results[m.key]
-            done = run.timed(m, r)
-            if done:
-                r.times.append(done[0])
-                print(f"  {m.key:10s} {len(cube.plan) * args.batch_size / done[0]:7.0f} "
-                      "windows/s", flush=True)  # fmt: skip
-    for m in methods:
-        r = results[m.key]
-        done = run.timed(m, r, args.step_ms / 1000)
-        r.data_wait = done[1] if done else None
+            if 0 < i <= args.repeat and m.timed_passes and i > m.timed_passes:
+                continue  # (b): fewer timed passes
+            if slot.batches is None and not isinstance(m, Ours):
+                cube.shuffle_slots(args.batch_size, seed=0)
+                print("  windows: a seeded uniform shuffle ((a) gave none)", flush=True)
+            done = run.timed(m, slot, r, step_s)
+            if done is None:
+                continue
+            passes[m.key] = done
+            if i == 0:
+                r.first_pass_s = done.seconds
+            elif step_s:
+                r.data_wait = done.waiting
+            else:
+                r.rates.append(done.windows / done.seconds)
+                print(f"  {m.key:10s} {r.rates[-1]:7.1f} windows/s", flush=True)
+        check_sums(slot, passes, results)
+        if i == 0:
+            check_first_batches(methods, slot, passes, results)
     for m in methods:
         _guarded(results[m.key], m.close)
     return results
@@ -593,11 +652,11 @@ def _proxy_requests(url: str) -> Callable[[], int]:
 # --- reporting --------------------------------------------------------------------------
 
 
-def _bases(results: dict[str, Result], windows: int) -> dict[str, float | None]:
+def _bases(results: dict[str, Result]) -> dict[str, float | None]:
     """windows/s of (b) and of (c) (the better of its two stores: the practical limit)."""
-    c = [r.windows_per_s(windows) for k, r in results.items() if k.startswith("c-")]
+    c = [r.windows_per_s for k, r in results.items() if k.startswith("c-")]
     return {
-        "b": results["b"].windows_per_s(windows) if "b" in results else None,
+        "b": results["b"].windows_per_s if "b" in results else None,
         "c": max((v for v in c if v), default=None),
     }
 
@@ -606,9 +665,9 @@ def _ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}x" if value and base else "-"
 
 
-def table(title: str, results: dict[str, Result], cube: Cube, windows: int) -> str:
+def table(title: str, results: dict[str, Result], cube: Cube) -> str:
     """A markdown table of one condition."""
-    base = _bases(results, windows)
+    base = _bases(results)
     lines = [
         f"#### {title}", "",
         "| method | windows/s | MB/s | vs (b) | vs (c) | peak RSS GB | data-wait | "
@@ -616,12 +675,12 @@ def table(title: str, results: dict[str, Result], cube: Cube, windows: int) -> s
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     for r in results.values():
-        speed = r.windows_per_s(windows)
+        speed = r.windows_per_s
         note = r.error or "; ".join(r.checks)
         label = f"{r.label} **[{note}]**" if note else r.label
         cells = [
-            "-" if speed is None else f"{speed:.0f}",
-            "-" if speed is None else f"{cube.mb(1) * speed:.0f}",
+            "-" if speed is None else f"{speed:.1f}",
+            "-" if speed is None else f"{cube.mb(1) * speed:.1f}",
             _ratio(speed, base["b"]),
             _ratio(speed, base["c"]),
             f"{r.peak_rss / 1e9:.2f}",
@@ -633,14 +692,14 @@ def table(title: str, results: dict[str, Result], cube: Cube, windows: int) -> s
     return "\n".join(lines)
 
 
-def targets(results: dict[str, Result], windows: int) -> list[dict[str, Any]]:
+def targets(results: dict[str, Result]) -> list[dict[str, Any]]:
     """The targets for the graded (a): PASS/FAIL with the ratio."""
-    base = _bases(results, windows)
+    base = _bases(results)
     out = []
     graded = [r for r in results.values() if r.graded] or [Result("a", "", True)]
     for r in graded:
         for other, factor in TARGETS:
-            limit, speed = base[other], r.windows_per_s(windows)
+            limit, speed = base[other], r.windows_per_s
             ratio = speed / limit if limit and speed else None
             ok = ratio is not None and ratio >= factor
             out.append({"method": r.key, "vs": other, "target": factor, "ratio": ratio, "pass": ok})
@@ -663,15 +722,11 @@ def run_condition(name: str, endpoint: str, cube: Cube, args: argparse.Namespace
     print(f"\n== {name} ==", flush=True)
     methods = build_methods(cube, endpoint, args)
     results = measure(methods, Run(cube, args, rss, stats))
-    windows = sum(len(rows) for rows in cube.plan)
     return {
         "title": name,
-        "windows": windows,
-        "results": {
-            k: vars(r) | {"windows_per_s": r.windows_per_s(windows)} for k, r in results.items()
-        },
-        "table": table(name, results, cube, windows),
-        "targets": targets(results, windows),
+        "results": {k: vars(r) | {"windows_per_s": r.windows_per_s} for k, r in results.items()},
+        "table": table(name, results, cube),
+        "targets": targets(results),
     }
 
 
@@ -683,6 +738,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--patch", type=int, default=64, help="patch side (default 64)")
     parser.add_argument("--batch-size", type=int, default=16, help="windows per batch")
     parser.add_argument("--batches", type=int, default=24, help="batches per pass (default 24)")
+    parser.add_argument("--b-batches", type=int, default=1,
+                        help="(b) reads the first N batches of each pass (default 1)")  # fmt: skip
     parser.add_argument("--latency-ms", type=float, default=20.0, help="added per request")
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
     parser.add_argument("--repeat", type=int, default=2, help="timed passes per method")
@@ -722,16 +779,16 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, cube: Cube, conditions: dict[str, dict[str, Any]]) -> None:
-    windows = len(cube.windows())
+    windows, timed = len(cube.windows()), args.batches * args.batch_size
     print(
         f"\n{len(cube.present)} daily steps ({(~cube.present).sum()} missing), grid "
         f"{cube.n_lat}x{cube.n_lon}, {windows} windows of {K} input + {M} target steps "
-        f"(lead {LEAD}) x {len(VARIABLES)} variables x {cube.patch}x{cube.patch}; timed: "
-        f"{args.batches} batches of {args.batch_size} ({cube.mb(args.batches * args.batch_size):.0f}"
-        f" MB of float32); moto_server in its own process on 127.0.0.1; {args.threads} threads; "
-        f"best of {args.repeat}; data-wait with a {args.step_ms:g} ms step per batch; "
-        f"{os.cpu_count()} CPUs; peak RSS includes this process ({args.baseline_rss_gb:.2f} GB "
-        f"before the first method); wall {args.wall_s:.0f} s\n"
+        f"(lead {LEAD}) x {len(VARIABLES)} variables x {cube.patch}x{cube.patch}; passes of "
+        f"{args.batches} batches of {args.batch_size} ({cube.mb(timed):.0f} MB of float32; "
+        f"(b): the first {args.b_batches}); moto_server in its own process on 127.0.0.1; "
+        f"{args.threads} threads; best of {args.repeat}; data-wait with a {args.step_ms:g} ms "
+        f"step per batch; {os.cpu_count()} CPUs; peak RSS includes this process "
+        f"({args.baseline_rss_gb:.2f} GB before the first method); wall {args.wall_s:.0f} s\n"
     )
     lines = []
     for name, cond in conditions.items():
