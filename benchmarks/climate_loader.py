@@ -42,8 +42,8 @@ takes no CPU) after each batch, the fraction of wall time spent in ``next()``.
 windows of each pass, and one timed pass, so that the run takes minutes.
 
 Reported per method: windows/s, MB/s of decoded float32 ``inputs + targets``
-delivered, ratios to (b) and to (c) (the better of its two stores), requests per
-batch (counted by the latency proxy), peak RSS of this process plus the
+delivered, ratios to (b) and to (c) (the better of its two stores), S3 requests
+per 16 windows (counted by the latency proxy), peak RSS of this process plus the
 method's own child processes (workers, forkserver). Everything runs twice: on
 loopback, and through a proxy process adding ``--latency-ms`` to every S3
 request. Correctness: the first batch of every method equals (c)'s read of the
@@ -446,13 +446,15 @@ class PeakRSS:
 
     The children that appear while a method is watched are its own (its loader's
     workers, the forkserver); those of other methods, and ``infra`` (the servers),
-    are left out.
+    are left out. ``detail``: RSS by process name at the peak.
     """
 
     def __init__(self, infra: set[int], interval: float = 0.02) -> None:
-        self.me, self.infra, self.interval, self.peak = psutil.Process(), infra, interval, 0
+        self.me, self.infra, self.interval = psutil.Process(), infra, interval
+        self.peak, self.detail = 0, {}
         self.owned: dict[str, set[int]] = {}
         self.current: str | None = None
+        self.lock = threading.Lock()  # a sample is of one method, start to end
         threading.Thread(target=self._run, daemon=True).start()
 
     def _children(self) -> set[int]:
@@ -465,31 +467,42 @@ class PeakRSS:
 
     def rss(self) -> int:
         """This process, and the children of the method watched (all, when none is)."""
-        total = self.me.memory_info().rss
+        return sum(self._by_process().values())
+
+    def _by_process(self) -> dict[str, int]:
+        out = {f"this ({self.me.pid})": self.me.memory_info().rss}
         for pid in self._children() - self._others(self.current):
             with suppress(psutil.Error):  # a worker that just exited
-                total += psutil.Process(pid).memory_info().rss
-        return total
+                child = psutil.Process(pid)
+                out[f"{child.name()} ({pid})"] = child.memory_info().rss
+        return out
+
+    def _sample(self) -> None:
+        with self.lock, suppress(psutil.Error):
+            detail = self._by_process()
+            if sum(detail.values()) > self.peak:
+                self.peak, self.detail = sum(detail.values()), detail
 
     def _run(self) -> None:
         while True:
-            with suppress(psutil.Error):
-                self.peak = max(self.peak, self.rss())
+            self._sample()
             time.sleep(self.interval)
 
     @contextmanager
     def watch(self, key: str) -> Iterator[None]:
         """Peak RSS of this process and ``key``'s children while in the block: ``peak``."""
         before = self._children()
-        self.current = key
-        self.peak = self.rss()
+        with self.lock:
+            self.current, self.peak = key, 0
+        self._sample()
         try:
             yield
         finally:
-            self.peak = max(self.peak, self.rss())
-            new = self._children() - before - self._others(key)
-            self.owned.setdefault(key, set()).update(new)
-            self.current = None
+            self._sample()
+            with self.lock:
+                new = self._children() - before - self._others(key)
+                self.owned.setdefault(key, set()).update(new)
+                self.current = None
 
 
 @dataclass
@@ -502,8 +515,9 @@ class Result:
     rates: list[float] = field(default_factory=list)  # windows/s of the timed passes
     first_pass_s: float | None = None
     peak_rss: int = 0
+    peak_rss_by_process: dict[str, int] = field(default_factory=dict)
     data_wait: float | None = None
-    requests_per_batch: float | None = None
+    requests_per_batch: float | None = None  # per batch_size windows ((b): partial batches)
     checks: list[str] = field(default_factory=list)  # failures; empty when correct
     error: str | None = None
 
@@ -557,8 +571,8 @@ class Run:
             sums += _checksums(batch)
             time.sleep(step_s)
         seconds = time.perf_counter() - start
-        if before is not None and self.stats and part.size:
-            r.requests_per_batch = (self.stats() - before) / part.size
+        if before is not None and self.stats and windows:
+            r.requests_per_batch = (self.stats() - before) / windows * self.args.batch_size
         if isinstance(m, Ours) and slot.batches is None:
             slot.batches = m.rows  # (a) picked the windows of this slot
         expected = slot.head(m.limit).windows
@@ -568,7 +582,8 @@ class Run:
         """One pass, its peak RSS recorded; None when it failed."""
         with self.rss.watch(m.key):
             done = _guarded(r, lambda: self.one_pass(m, slot, r, step_s))
-        r.peak_rss = max(r.peak_rss, self.rss.peak)
+        if self.rss.peak > r.peak_rss:
+            r.peak_rss, r.peak_rss_by_process = self.rss.peak, self.rss.detail
         return done
 
 
