@@ -222,7 +222,7 @@ def _check_shapes(ds: xr.Dataset, space: Space, fields: tuple[Field, ...], what:
         )
     if len(set(shapes.values())) > 1:
         raise SchemaError(
-            f"The {what} variables have different sample shapes {shapes}; they cannot stack on "
+            f"The {what}= variables have different sample shapes {shapes}; they cannot stack on "
             f"one channel axis. Give {what}= variables of one shape."
         )
 
@@ -246,8 +246,8 @@ def resolve_space(
     if layout.time_dim is None and (input_steps is not None or time_range is not None):
         given = "input_steps" if input_steps is not None else "time_range"
         raise SchemaError(
-            f"{given} given, but {where} is a {layout.kind} cube with no time axis (samples "
-            f"over {list(layout.sample_dims)}). Remove {given}."
+            f"{given} given, but {where} is a cube of kind {layout.kind!r} with no time axis "
+            f"(samples over {list(layout.sample_dims)}). Remove {given}."
         )
     if input_steps is None and target_steps:
         raise SchemaError(

@@ -572,7 +572,7 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             (``batch["cube"]``, matching the first axis of ``values``).
         """
         mean, std = self._channel_statistics(variables)
-        n_patch = len(_patch_dims(values, self.space, len(mean)))
+        n_patch = len(_patch_dims(values, self.space, mean.shape[-1]))
         axis = values.ndim - 1 - n_patch
         positions = np.asarray(cube.cpu() if isinstance(cube, torch.Tensor) else cube)
         m, s = mean[positions], std[positions]  # (C,) or (N, C)
@@ -593,6 +593,11 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         if self._normalize is None:
             raise SchemaError("denormalize(): this dataset does not normalise (normalize=False).")
         use_targets = bool(self.space.targets) and self._normalize == "all"
+        if variables is None and self.space.targets and not use_targets:
+            raise SchemaError(
+                f"denormalize(): the targets are not normalised (normalize={self.normalize!r}); "
+                "name the input channels to undo with variables=[...]."
+            )
         groups = [(self.space.targets, True)] if use_targets else []
         groups.append((self.space.inputs, False))
         wanted = (

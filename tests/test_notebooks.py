@@ -13,7 +13,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 # What each notebook must print: proof that it ran its steps, not just started.
 EXPECTED = {
     "quickstart.ipynb": ("samples,", "(8, 3, 64, 64)"),
-    "climate.ipynb": ("missing steps: ['2000-03-10", "T per level:"),
+    "climate.ipynb": ("missing steps: ['2000-03-10", "T per level:", "inputs (8, 2, 3, 16, 16)"),
 }
 
 
