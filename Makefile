@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/ingest_memory.py
 	$(PY) benchmarks/loader_speed.py
 	$(PY) benchmarks/netcdf_ingest.py
+	$(PY) benchmarks/climate_loader.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache .mypy_cache
