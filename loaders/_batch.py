@@ -124,16 +124,19 @@ def read_batch(
         cube_k, v = key[0], key[1]
         vr = cubes[cube_k].reads[v]
         selections = [_selection(space, vr, rows[i], origin[i], window) for i in members]
-        for i, data in zip(members, read(cube_k, vr.variable, selections), strict=True):
-            data = _arrange(space, vr, data)
+        boxes, cuts = _merge_windows(space, vr, selections)
+        reads = read(cube_k, vr.variable, boxes)
+        timed = w is not None
+        for (box, cut), i in zip(cuts, members, strict=True):
+            data = _arrange(space, vr, reads[box][cut])
             slots, flat = vr.inputs
             if len(slots):
-                part = data[vr.input_rows][:, flat] if w is not None else data[flat]
-                _put(inputs[i], slots, part, w is not None)
+                part = data[vr.input_rows] if timed else data
+                _put(inputs[i], slots, _take(part, flat, int(timed)), timed)
             slots, flat = vr.targets
             if len(slots) and targets is not None:
-                part = data[vr.target_rows][:, flat] if w is not None else data[flat]
-                _put(targets[i], slots, part, w is not None)
+                part = data[vr.target_rows] if timed else data
+                _put(targets[i], slots, _take(part, flat, int(timed)), timed)
 
     list(pool.map(fill, groups))
     present = _present(rows, cubes, len(space.sample_dims), len(space.inputs))
@@ -150,6 +153,57 @@ def read_batch(
     if transform is not None:
         inputs = _stack(list(pool.map(lambda s: np.asarray(transform(s)), inputs)))
     return Batch(inputs, targets, present)
+
+
+def _merge_windows(
+    space: Space, vr: VariableRead, selections: list[list[Any]]
+) -> tuple[list[list[Any]], list[tuple[int, tuple[slice, ...]]]]:
+    """One read per set of samples that differ only in their patch: the patches' bounding box.
+
+    A plate field's patches (or the windows of one start at several patches)
+    become one selection, as the field's one read; returns the selections to
+    read and, per sample, which of them holds it and where.
+    """
+    window_at = [
+        j for j, d in enumerate(vr.dims) if d not in vr.channel_dims and space.role(d) == "window"
+    ]
+    merged: dict[tuple[Any, ...], list[int]] = {}
+    for m, sel in enumerate(selections):
+        signature = tuple(_signature(item) for j, item in enumerate(sel) if j not in window_at)
+        merged.setdefault(signature, []).append(m)
+    kept = [j for j, item in enumerate(selections[0]) if not isinstance(item, int)]
+    boxes: list[list[Any]] = []
+    cuts: list[tuple[int, tuple[slice, ...]]] = [(0, ())] * len(selections)
+    for members in merged.values():
+        box = list(selections[members[0]])
+        for j in window_at:
+            box[j] = slice(
+                min(selections[m][j].start for m in members),
+                max(selections[m][j].stop for m in members),
+            )
+        for m in members:
+            cut = [slice(None)] * len(kept)
+            for j in window_at:
+                lo = box[j].start
+                cut[kept.index(j)] = slice(selections[m][j].start - lo, selections[m][j].stop - lo)
+            cuts[m] = (len(boxes), tuple(cut))
+        boxes.append(box)
+    return boxes, cuts
+
+
+def _signature(item: Any) -> Any:
+    if isinstance(item, slice):
+        return (item.start, item.stop)
+    if isinstance(item, np.ndarray):
+        return tuple(item.tolist())
+    return item
+
+
+def _take(data: np.ndarray, flat: np.ndarray, axis: int) -> np.ndarray:
+    """``data``'s channels ``flat`` along ``axis``; a view when they are all, in order."""
+    if len(flat) == data.shape[axis] and np.array_equal(flat, np.arange(len(flat))):
+        return data
+    return np.take(data, flat, axis=axis)
 
 
 def _put(out: np.ndarray, slots: np.ndarray, part: np.ndarray, timed: bool) -> None:

@@ -107,8 +107,11 @@ def _variable_read(
         for slot, f in enumerate(fields)
         if f.variable == variable
     }
+    # positions in the order the fields ask for them: reading in that order makes the
+    # usual case (inputs are the variable's channels, in order) a view, not a gather
     index = tuple(
-        np.unique([p[d] for p in pos.values()]).astype(np.int64) for d in range(len(ch_dims))
+        np.array(list(dict.fromkeys(p[d] for p in pos.values())), dtype=np.int64)
+        for d in range(len(ch_dims))
     )
     sizes = tuple(len(i) for i in index)
 
@@ -117,7 +120,7 @@ def _variable_read(
         flat = [
             int(
                 np.ravel_multi_index(
-                    tuple(int(np.searchsorted(index[d], p[d])) for d in range(len(ch_dims))), sizes
+                    tuple(index[d].tolist().index(p[d]) for d in range(len(ch_dims))), sizes
                 )
             )
             if ch_dims

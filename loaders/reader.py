@@ -70,6 +70,9 @@ INDEX_ENTRIES = 4096
 """Shard indexes kept per reader (a plate's index of 8 chunks is 132 bytes)."""
 IO_THREADS = 8
 """Objects fetched concurrently by one read that spans several objects."""
+PARALLEL_DECODE_BYTES = 4 * 2**20
+"""A read decodes its chunks in parallel from this many compressed bytes (and 4 chunks) on:
+below, handing chunks to threads costs more than decoding them in the caller's thread."""
 
 
 class CubeReader:
@@ -242,7 +245,8 @@ class CubeReader:
                 self.memory_cache.put(self._memory_key(c), chunk)
             return chunk
 
-        if len(todo) > 2:  # codecs release the GIL: decode in parallel
+        size = sum(memoryview(b).nbytes for b in (raw[c] for c in todo) if b is not None)
+        if len(todo) >= 4 and size >= PARALLEL_DECODE_BYTES:  # codecs release the GIL
             found.update(zip(todo, self._executor().map(decode, todo), strict=True))
         else:
             found.update((c, decode(c)) for c in todo)
