@@ -3,7 +3,9 @@
 A destination holding a cube of this very plan (same schema and input files)
 is resumed (incomplete) or left alone (complete: re-running, or adding plates
 to a batch, writes nothing); anything else is refused unless ``--overwrite``,
-which only ever replaces a cube.
+which only ever replaces a cube. A cube keeps the codec it was written with: a
+run without ``--codec`` resumes or appends with the stored codec (whatever the
+default is now), a run naming another codec is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from cubes import conventions as cv
 from cubes.errors import CubeExistsError
 from cubes.store import filesystem, group_array, is_local, join_url, storage_errors, zarr_store
 from ingest.append import append_in_place
+from ingest.codecs import stored_codec
 from ingest.journal import journal_started, remove_journal
 from ingest.output import output_of
 from ingest.plan import IngestPlan
@@ -82,6 +85,7 @@ def _existing(plan: IngestPlan, options: dict[str, Any]) -> str:
             f"{dest} already holds output of an ingest. Pass --overwrite to replace it, or choose "
             "another DEST."
         )
+    _check_codec(group, plan)  # before an append resizes anything
     same = _same_schema(group, plan)
     if same and group.attrs.get(cv.ATTR_INPUTS) == plan.fingerprint:
         if complete:
@@ -100,6 +104,22 @@ def _existing(plan: IngestPlan, options: dict[str, Any]) -> str:
         f"{'add to' if complete else 'resume'}: adding inputs to a cube re-ingests it. Pass "
         "--overwrite to replace it, or choose another DEST."
     )
+
+
+def _check_codec(group: zarr.Group, plan: IngestPlan) -> None:
+    """A cube keeps the codec it was written with: without ``--codec`` (``plan.codec`` None)
+    a resume or an append writes with the stored one; another ``--codec`` is refused."""
+    if plan.codec is None:
+        return
+    for name in plan.variables:
+        stored = stored_codec(group_array(group, name)) if name in group else None
+        if stored is not None and stored != plan.codec:
+            raise CubeExistsError(
+                f"{plan.dest} holds a cube whose '{name}' is written with codec {stored}, not "
+                f"--codec {plan.codec}: a cube keeps one codec. Leave --codec out (or give "
+                f"--codec {stored}) to resume or add to it, or pass --overwrite to rewrite it "
+                f"with {plan.codec}."
+            )
 
 
 def _same_schema(group: zarr.Group, plan: IngestPlan) -> bool:

@@ -90,6 +90,7 @@ class NetcdfSource:
             storage_options=storage_options,
             endpoint_url=args.endpoint_url,
             on_error=args.on_error,
+            codec=args.codec,
             variables=variables,
             concat_dim=args.concat_dim,
             steps_per_shard=args.steps_per_shard,
