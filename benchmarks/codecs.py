@@ -20,8 +20,8 @@ Data (the real files are read where they lie, never copied):
   5 stains + brightfield, ``shared/real-data/pe2loaddata/Version1``);
   ``operetta``, the two real Operetta CLS TIFFs (1080², FITC,
   ``shared/real-data/operetta-compose``); ``real``, all eight (timed); ``synth``,
-  channels 1-6 of ``synth_field(1080)`` (the stains and brightfield of
-  ``phenix``), two fields;
+  two fields of ``synth_field(1080)``, their eight channels as ``synth-plate``
+  writes them (5 stains, 3 brightfield planes);
 - float32 fields: ``era``, ERA-Interim u, v, z (int16 packed) decoded to float32
   by the NetCDF source's own code, one month x (3 levels, 241, 480) per chunk
   (``shared/real-data/xarray-data/eraint_uvz.nc``, timed); ``climate``,
@@ -115,8 +115,8 @@ def tiffs(root: Path, pattern: str) -> list[np.ndarray]:
 
 
 def image_sets(root: Path | None) -> list[DataSet]:
-    synth = [im for f in (1, 2) for im in synth_field(1080, seed=0, row=1, column=1, field=f)[:6]]
-    sets = [DataSet("synth", "synth_field(1080) ch1-6, 2 fields", synth, 6)]
+    synth = [im for f in (1, 2) for im in synth_field(1080, seed=0, row=1, column=1, field=f)]
+    sets = [DataSet("synth", "synth_field(1080), 8 channels x 2 fields", synth, 8)]
     if root is None:
         return sets
     phenix = tiffs(root, "pe2loaddata/Version1/*.tiff")
