@@ -13,6 +13,12 @@ Names: ``{cname}{level}-{shuffle}`` for Blosc (``zstd1-shuffle``; plain ``lz4-â€
 is Blosc lz4 at its default level 5, whose level only sets Blosc's block size),
 with ``-1M`` for 1 MiB Blosc blocks instead of Blosc's choice (32 KiB for zstd 1);
 ``zstd{level}`` for plain zstd (no Blosc, no shuffle).
+
+Lossy, and only on request (the NetCDF source's ``--keep-bits N``):
+:func:`keep_bits` rounds float32 values to ``N`` mantissa bits, as
+``numcodecs.BitRound`` and xbitinfo do, before they are encoded; the cube then
+holds plain float32 values (no filter to decode) and the variable's attrs say
+``keep_bits``.
 """
 
 from __future__ import annotations
@@ -32,11 +38,13 @@ __all__ = [
     "codec_name",
     "compressor",
     "default_codec",
+    "keep_bits",
     "stored_codec",
 ]
 
 _LZ4_DEFAULT_LEVEL = 5
 _MIB = 2**20
+MANTISSA_BITS = 23  # of float32
 
 CODECS: dict[str, Any] = {
     "lz4-shuffle": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
@@ -125,3 +133,28 @@ def stored_codec(array: Any) -> str | None:
     """The name of the codec a stored zarr array's chunks are compressed with; None: none."""
     compressors = array.compressors
     return codec_name(compressors[0]) if compressors else None
+
+
+def keep_bits(values: np.ndarray, bits: int) -> np.ndarray:
+    """``values`` (float32) rounded to ``bits`` mantissa bits, to nearest, ties to even.
+
+    The error is at most half a unit in the last kept place: ``|r - x| <= |x| *
+    2**-(bits + 1)`` (for subnormal ``x``, ``2**-126`` in place of ``|x|``). NaN and
+    infinities pass unchanged, as does a finite value that would round to infinity.
+    ``bits`` >= 23 returns ``values`` as they are.
+
+    Examples
+    --------
+    >>> float(keep_bits(np.array([1.2345678], np.float32), 7)[0])
+    1.234375
+    """
+    values = np.asarray(values, dtype=np.float32)
+    drop = MANTISSA_BITS - bits
+    if drop <= 0:
+        return values
+    raw = values.view(np.uint32)
+    half = np.uint32((1 << (drop - 1)) - 1)
+    odd = (raw >> np.uint32(drop)) & np.uint32(1)
+    rounded = ((raw + half + odd) & np.uint32(0xFFFFFFFF << drop & 0xFFFFFFFF)).view(np.float32)
+    keep = np.isfinite(rounded) | ~np.isfinite(values)
+    return np.where(keep & np.isfinite(values), rounded, values)

@@ -5,7 +5,8 @@ is resumed (incomplete) or left alone (complete: re-running, or adding plates
 to a batch, writes nothing); anything else is refused unless ``--overwrite``,
 which only ever replaces a cube. A cube keeps the codec it was written with: a
 run without ``--codec`` resumes or appends with the stored codec (whatever the
-default is now), a run naming another codec is refused.
+default is now), a run naming another codec is refused; so is one with another
+``--keep-bits`` rounding than the stored values have.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def _existing(plan: IngestPlan, options: dict[str, Any]) -> str:
             f"{dest} already holds output of an ingest. Pass --overwrite to replace it, or choose "
             "another DEST."
         )
-    _check_codec(group, plan)  # before an append resizes anything
+    _check_encoding(group, plan)  # before an append resizes anything
     same = _same_schema(group, plan)
     if same and group.attrs.get(cv.ATTR_INPUTS) == plan.fingerprint:
         if complete:
@@ -106,19 +107,33 @@ def _existing(plan: IngestPlan, options: dict[str, Any]) -> str:
     )
 
 
-def _check_codec(group: zarr.Group, plan: IngestPlan) -> None:
-    """A cube keeps the codec it was written with: without ``--codec`` (``plan.codec`` None)
-    a resume or an append writes with the stored one; another ``--codec`` is refused."""
-    if plan.codec is None:
-        return
+def _check_encoding(group: zarr.Group, plan: IngestPlan) -> None:
+    """A cube keeps the codec and the rounding it was written with.
+
+    Without ``--codec`` (``plan.codec`` None) a resume or an append writes with the
+    stored codec; another ``--codec`` is refused. Values rounded to ``keep_bits``
+    (the variable's attr) are only resumed or appended to with the same rounding.
+    """
     for name in plan.variables:
-        stored = stored_codec(group_array(group, name)) if name in group else None
-        if stored is not None and stored != plan.codec:
+        if name not in group:
+            continue
+        array = group_array(group, name)
+        stored = stored_codec(array)
+        if plan.codec is not None and stored is not None and stored != plan.codec:
             raise CubeExistsError(
                 f"{plan.dest} holds a cube whose '{name}' is written with codec {stored}, not "
                 f"--codec {plan.codec}: a cube keeps one codec. Leave --codec out (or give "
                 f"--codec {stored}) to resume or add to it, or pass --overwrite to rewrite it "
                 f"with {plan.codec}."
+            )
+        had, wants = array.attrs.get("keep_bits"), plan.template[name].attrs.get("keep_bits")
+        if had != wants:
+            said = f"--keep-bits {had}" if had is not None else "no --keep-bits (lossless)"
+            asked = f"--keep-bits {wants}" if wants is not None else "no --keep-bits"
+            raise CubeExistsError(
+                f"{plan.dest} holds a cube whose '{name}' was written with {said}; this run has "
+                f"{asked}. A cube's values are rounded one way: give the same --keep-bits to "
+                "resume or add to it, or pass --overwrite to rewrite it."
             )
 
 

@@ -27,7 +27,7 @@ from cubes import conventions as cv
 from cubes.errors import SchemaError, SourceNotFoundError
 from cubes.layout import Layout, StatSpec
 from cubes.store import filesystem, is_local, storage_errors
-from ingest.codecs import compressor
+from ingest.codecs import MANTISSA_BITS, compressor
 from ingest.plan import IngestPlan, ShardTask
 from ingest.sources.base import ArgumentError, SourceOptions
 from ingest.sources.netcdf.catalog import Catalog, read_catalog
@@ -85,6 +85,10 @@ class NetcdfOptions(SourceOptions):
     stats_period
         ``(start, end)``: the statistics count the steps of this period only
         (a training period, as anemoi-datasets does); None: all steps.
+    keep_bits
+        Lossy, opt-in: round the float32 values to this many mantissa bits (0 to
+        23) before they are stored (:func:`ingest.codecs.keep_bits`; each
+        variable's attrs then say ``keep_bits``); None: values as decoded.
     """
 
     variables: tuple[str, ...] | None = None
@@ -92,9 +96,15 @@ class NetcdfOptions(SourceOptions):
     steps_per_shard: int | None = None
     stats_period: tuple[str, str] | None = None
     chunks: dict[str, int] | None = None
+    keep_bits: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.keep_bits is not None and not 0 <= self.keep_bits <= MANTISSA_BITS:
+            raise ArgumentError(
+                f"--keep-bits {self.keep_bits}: a float32 has {MANTISSA_BITS} mantissa bits; "
+                f"keep 0 to {MANTISSA_BITS} of them, or leave --keep-bits out (lossless)."
+            )
         if self.steps_per_shard is not None and self.steps_per_shard < 1:
             raise ArgumentError(
                 f"--steps-per-shard {self.steps_per_shard}: give a number of steps >= 1."
@@ -177,6 +187,9 @@ def plan(src: str, dest: str, options: NetcdfOptions) -> list[IngestPlan]:
         logger.info("Static variables left out: %s", ", ".join(cat.static))
     _check_chunk_dims(cat, options.chunks, src)
     template, encoding = _template(cat, size, options.chunks, compressor(np.float32, options.codec))
+    if options.keep_bits is not None:  # lossy on request: said on every variable
+        for name in cat.variables:
+            template[name].attrs["keep_bits"] = options.keep_bits
     layout = _layout(cat)
     logger.info(
         "Planned %d steps of %s in shards of %d steps from %d files",
@@ -339,6 +352,7 @@ def _context(cat: Catalog, size: int, options: NetcdfOptions) -> ReadContext:
         file_steps={f.url: tuple(f.steps) for f in cat.files},
         file_vars={f.url: f.variables for f in cat.files},
         on_error=options.on_error,
+        keep_bits=options.keep_bits,
     )
 
 
