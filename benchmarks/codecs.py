@@ -27,7 +27,8 @@ Data (the real files are read where they lie, never copied):
   (``shared/real-data/xarray-data/eraint_uvz.nc``, timed); ``climate``,
   ``synth-climate`` output (73x144), decoded the same way, one day per chunk.
 
-Then the rule of ``docs/codecs.md`` picks a codec per table.
+Then the rule of ``docs/codecs.md`` picks a codec per table; last, the ratios of
+float fields rounded to fewer mantissa bits (``--keep-bits``, lossy, opt-in).
 
     .venv/bin/python benchmarks/codecs.py [--real-data DIR] [--rounds 3]
 """
@@ -56,7 +57,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.dtype import get_data_type_from_native_dtype
 from zarr.storage import MemoryStore
 
-from ingest.codecs import codec_name
+from ingest.codecs import CODECS, FLOAT_DEFAULT, codec_name, keep_bits
 from ingest.sources.cellpainting.synth import synth_field
 
 SHUFFLES = ("shuffle", "bitshuffle", "noshuffle")
@@ -286,6 +287,24 @@ def print_table(title: str, sets: list[DataSet], rows: list[Row], chosen: Row | 
     )
 
 
+def print_keep_bits(sets: list[DataSet], names: tuple[str, ...], bits: tuple[int, ...]) -> None:
+    """Ratios of float fields rounded to ``bits`` mantissa bits (``--keep-bits``: lossy)."""
+    print("\n### float32 fields rounded to N mantissa bits (--keep-bits N, lossy, opt-in)\n")
+    cols = [f"{d.name} {b if b < 23 else 'all'}" for d in sets for b in bits]
+    print("| codec | " + " | ".join(cols) + " |")
+    print("|---|" + "---:|" * len(cols))
+    for name in names:
+        cells = []
+        for data in sets:
+            for b in bits:
+                rounded = DataSet(
+                    data.name, "", [keep_bits(c, b) for c in data.chunks], data.per_shard
+                )
+                raw, stored, _ = stored_bytes(CODECS[name], rounded)
+                cells.append(f"{raw / stored:.2f}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--real-data", default=None, help="the shared/real-data folder")
@@ -308,6 +327,9 @@ def main() -> None:
             sets = make(root)
             rows = measure(sets, args.rounds)
             print_table(title, sets, rows, choose(rows, sets[0].name))
+            if key == "fields":
+                names = (FLOAT_DEFAULT, "zstd1-bitshuffle-1M", "zstd3")
+                print_keep_bits(sets, names, (23, 16, 12, 8))
 
 
 if __name__ == "__main__":
