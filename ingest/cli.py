@@ -20,6 +20,7 @@ from cubes.errors import CubeError
 from cubes.store import resolve_storage_options
 from ingest.checks import check_batch_dest, int_at_least
 from ingest.cli_common import common_arguments, epilog, storage_arguments, sub_parser
+from ingest.codecs import CODECS, FLOAT_DEFAULT, INTEGER_DEFAULT, codec_choice
 from ingest.sources import SOURCES, ArgumentError
 
 if TYPE_CHECKING:
@@ -106,6 +107,15 @@ def _source_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--scheduler", default=None, help="address of a dask.distributed scheduler to use"
+    )
+    p.add_argument(
+        "--codec",
+        type=codec_choice,
+        default=None,
+        metavar="NAME",
+        help=f"the codec of the cube's data: {', '.join(CODECS)} (default: chosen by "
+        f"measurement, docs/codecs.md: {INTEGER_DEFAULT} for integers such as pixels, "
+        f"{FLOAT_DEFAULT} for floats; a cube resumed or appended to keeps its own)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     array = p.add_argument_group(

@@ -3,7 +3,10 @@
 A destination holding a cube of this very plan (same schema and input files)
 is resumed (incomplete) or left alone (complete: re-running, or adding plates
 to a batch, writes nothing); anything else is refused unless ``--overwrite``,
-which only ever replaces a cube.
+which only ever replaces a cube. A cube keeps the codec it was written with: a
+run without ``--codec`` resumes or appends with the stored codec (whatever the
+default is now), a run naming another codec is refused; so is one with another
+``--keep-bits`` rounding than the stored values have.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from cubes import conventions as cv
 from cubes.errors import CubeExistsError
 from cubes.store import filesystem, group_array, is_local, join_url, storage_errors, zarr_store
 from ingest.append import append_in_place
+from ingest.codecs import stored_codec
 from ingest.journal import journal_started, remove_journal
 from ingest.output import output_of
 from ingest.plan import IngestPlan
@@ -82,6 +86,7 @@ def _existing(plan: IngestPlan, options: dict[str, Any]) -> str:
             f"{dest} already holds output of an ingest. Pass --overwrite to replace it, or choose "
             "another DEST."
         )
+    _check_encoding(group, plan)  # before an append resizes anything
     same = _same_schema(group, plan)
     if same and group.attrs.get(cv.ATTR_INPUTS) == plan.fingerprint:
         if complete:
@@ -100,6 +105,36 @@ def _existing(plan: IngestPlan, options: dict[str, Any]) -> str:
         f"{'add to' if complete else 'resume'}: adding inputs to a cube re-ingests it. Pass "
         "--overwrite to replace it, or choose another DEST."
     )
+
+
+def _check_encoding(group: zarr.Group, plan: IngestPlan) -> None:
+    """A cube keeps the codec and the rounding it was written with.
+
+    Without ``--codec`` (``plan.codec`` None) a resume or an append writes with the
+    stored codec; another ``--codec`` is refused. Values rounded to ``keep_bits``
+    (the variable's attr) are only resumed or appended to with the same rounding.
+    """
+    for name in plan.variables:
+        if name not in group:
+            continue
+        array = group_array(group, name)
+        stored = stored_codec(array)
+        if plan.codec is not None and stored is not None and stored != plan.codec:
+            raise CubeExistsError(
+                f"{plan.dest} holds a cube whose '{name}' is written with codec {stored}, not "
+                f"--codec {plan.codec}: a cube keeps one codec. Leave --codec out (or give "
+                f"--codec {stored}) to resume or add to it, or pass --overwrite to rewrite it "
+                f"with {plan.codec}."
+            )
+        had, wants = array.attrs.get("keep_bits"), plan.template[name].attrs.get("keep_bits")
+        if had != wants:
+            said = f"--keep-bits {had}" if had is not None else "no --keep-bits (lossless)"
+            asked = f"--keep-bits {wants}" if wants is not None else "no --keep-bits"
+            raise CubeExistsError(
+                f"{plan.dest} holds a cube whose '{name}' was written with {said}; this run has "
+                f"{asked}. A cube's values are rounded one way: give the same --keep-bits to "
+                "resume or add to it, or pass --overwrite to rewrite it."
+            )
 
 
 def _same_schema(group: zarr.Group, plan: IngestPlan) -> bool:

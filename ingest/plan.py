@@ -100,6 +100,10 @@ class IngestPlan:
     output
         Where the cube goes (:class:`ingest.output.CubeOutput` by default; a
         source may bring its own, such as the plates' OME-NGFF export).
+    codec
+        The codec the user named (``--codec``), which ``encoding`` uses; None:
+        the dtype's default (:mod:`ingest.codecs`). A cube at DEST written with
+        another codec is then refused, where None keeps the stored one.
     """
 
     source_format: str
@@ -120,6 +124,7 @@ class IngestPlan:
     stats_mask: np.ndarray | None = None
     append_dim: str | None = None
     output: Any = None
+    codec: str | None = None
 
     @property
     def variables(self) -> tuple[str, ...]:

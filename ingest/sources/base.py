@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cubes.errors import CubeError
+from ingest.codecs import CODECS
 
 if TYPE_CHECKING:
     from ingest.plan import IngestPlan
@@ -41,16 +42,25 @@ class SourceOptions:
     on_error
         ``"fail"``: a bad input stops the job; ``"skip"``: it is left out,
         marked absent and listed in the quality report.
+    codec
+        The codec of the cube's data, a name in :data:`ingest.codecs.CODECS`;
+        None: the default for the data's dtype for a new cube, and the codec it
+        was written with for a cube being resumed or appended to.
     """
 
     storage_options: dict[str, Any] = field(default_factory=dict)
     endpoint_url: str | None = None
     on_error: str = "fail"
+    codec: str | None = None
 
     def __post_init__(self) -> None:
         if self.on_error not in ON_ERROR:
             raise ArgumentError(
                 f"on_error={self.on_error!r}: expected one of {', '.join(ON_ERROR)}."
+            )
+        if self.codec is not None and self.codec not in CODECS:
+            raise ArgumentError(
+                f"codec={self.codec!r}: expected one of {', '.join(CODECS)} (docs/codecs.md)."
             )
 
 

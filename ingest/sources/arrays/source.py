@@ -22,13 +22,13 @@ from typing import Any, Literal
 import dask.array as da
 import numpy as np
 import xarray as xr
-from zarr.codecs import BloscCodec
 
 import cubes
 from cubes import conventions as cv
 from cubes.errors import SchemaError
 from cubes.layout import Layout, StatSpec
 from cubes.store import is_local
+from ingest.codecs import compressor
 from ingest.plan import IngestPlan, ShardTask
 from ingest.sources.arrays.catalog import (
     ArraysCatalog,
@@ -52,7 +52,7 @@ STATS = ("mean", "std", "min", "max")
 MAX_SAMPLES_PER_SHARD = 256
 MAX_SHARD_BYTES = 32 * 2**20
 HEADER_THREADS = 32
-COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
+COMPRESSOR = compressor(np.uint16)  # integers; floats get compressor(np.float32)
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,7 @@ class ArraysSource:
             storage_options=storage_options,
             endpoint_url=args.endpoint_url,
             on_error=args.on_error,
+            codec=args.codec,
             batched=args.batched,
             samples_per_shard=args.samples_per_shard,
         )
@@ -187,7 +188,8 @@ def plan(src: str, dest: str, options: ArraysOptions) -> IngestPlan:
         src=src,
         dest=dest,
         template=_template(catalog, _relative(src, catalog.source_file())),
-        encoding=_encoding(catalog.variables, per_shard),
+        encoding=_encoding(catalog.variables, per_shard, options.codec),
+        codec=options.codec,
         layout=_layout(catalog.variables),
         tasks=tasks,
         reader=read_samples,
@@ -278,13 +280,16 @@ def _layout(variables: dict[str, ArraySpec]) -> Layout:
     )
 
 
-def _encoding(variables: dict[str, ArraySpec], per_shard: int) -> dict[str, dict[str, Any]]:
-    """One chunk per sample, ``per_shard`` samples per shard, zstd level 1 (as the plates)."""
+def _encoding(
+    variables: dict[str, ArraySpec], per_shard: int, codec: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """One chunk per sample, ``per_shard`` samples per shard; ``codec``, else the default for
+    the variable's dtype (integers as the plates' pixels, floats as climate fields)."""
     return {
         name: {
             "chunks": (1, *spec.shape),
             "shards": (per_shard, *spec.shape),
-            "compressors": [COMPRESSOR],
+            "compressors": [compressor(spec.dtype, codec)],
         }
         for name, spec in variables.items()
     }

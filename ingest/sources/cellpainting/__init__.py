@@ -125,6 +125,7 @@ class CellPaintingSource:
             storage_options=storage_options,
             endpoint_url=args.endpoint_url,
             on_error=args.on_error,
+            codec=args.codec,
             pixel_size=args.pixel_size,
             load_data=args.load_data,
             load_data_root=args.load_data_root,

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import numpy as np
-from zarr.codecs import BloscCodec
 
 import cubes
 from cubes import conventions as cv
@@ -31,6 +30,7 @@ from cubes.store import (
     storage_errors,
 )
 from ingest.checks import check_exists
+from ingest.codecs import compressor
 from ingest.index import ATTR_INDEX
 from ingest.plan import IngestPlan, ShardTask
 from ingest.sources.cellpainting.harmony import INDEX_NAMES, HarmonyIndex, apply_index, read_index
@@ -60,8 +60,10 @@ IMAGE_NAME = re.compile(
 )
 EXAMPLE_NAME = "r01c01f01p01-ch1sk1fk1fl1.tiff"
 
-# Chosen by benchmarks/layout.py: ratio within 4% of level 3, twice its encode speed.
-COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
+# Chosen by benchmarks/codecs.py on real Phenix and Operetta images (docs/codecs.md):
+# Blosc lz4hc 1 + bitshuffle decodes twice as fast as zstd 1 + shuffle (the codec
+# until 2026-12) for the same stored bytes and encode CPU. ``--codec`` picks another.
+COMPRESSOR = compressor(np.uint16)
 
 
 class ImageRef(NamedTuple):
@@ -257,7 +259,8 @@ def _plan_plate(
         src=src,
         dest=dest,
         template=template,
-        encoding=_encoding(n_chan, shape, template),
+        encoding=_encoding(n_chan, shape, template, compressor(dtype, options.codec)),
+        codec=options.codec,
         layout=PLATE_LAYOUT,
         tasks=tasks,
         group_depth=1,  # a well's fields share the thumbnail shard
@@ -302,17 +305,19 @@ def _index_entry(template: Any) -> dict[str, Any]:
     }
 
 
-def _encoding(n_chan: int, shape: tuple[int, ...], template: Any) -> dict[str, dict[str, Any]]:
+def _encoding(
+    n_chan: int, shape: tuple[int, ...], template: Any, codec: Any
+) -> dict[str, dict[str, Any]]:
     return {
         IMAGES: {
             "chunks": (1, 1, 1, *shape),
             "shards": (1, 1, n_chan, *shape),
-            "compressors": [COMPRESSOR],
+            "compressors": [codec],
         },
         THUMBNAIL: {  # one shard per well: written whole by the well's gather task
             "chunks": (1, 1, n_chan, *template[THUMBNAIL].shape[-2:]),
             "shards": (1, *template[THUMBNAIL].shape[1:]),
-            "compressors": [COMPRESSOR],
+            "compressors": [codec],
         },
         **({ILLUM: {"chunks": (1, *shape)}} if ILLUM in template else {}),
     }

@@ -5,7 +5,8 @@ project makes its own: Phenix/Harmony file names and folders, the source_4
 channel numbering, uint16 TIFFs with cell-like content (nuclei in DNA, nucleoli
 in RNA, perinuclear ER, punctate mitochondria, membranes in AGP, three
 brightfield focus planes) and a CellProfiler ``load_data.csv`` as written by
-pe2loaddata. Content is a pure function of the seed and the well/field.
+pe2loaddata. Content is a pure function of the seed and the well/field, made by
+:mod:`.synth_image` to look, and compress, like real Phenix images.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ import io
 import logging
 import os
 import re
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -29,6 +28,7 @@ from ingest.sources.base import ArgumentError
 from ingest.sources.cellpainting.harmony import HarmonyImage, write_index
 from ingest.sources.cellpainting.jump import SOURCE4_CHANNELS
 from ingest.sources.cellpainting.plate import well_name
+from ingest.sources.cellpainting.synth_image import synth_field
 
 __all__ = ["JUMP_SIZE", "SynthPlate", "parse_wells", "synth_field", "write_synth_plate"]
 
@@ -224,91 +224,3 @@ def _load_data(images_url: str, plate: str, sites: list[tuple[int, int, int]]) -
         line += [plate, well_name(row, col), fld, row, col]
         writer.writerow(line)
     return out.getvalue().encode()
-
-
-# --- image content ----------------------------------------------------------------------
-
-
-def synth_field(size: int, *, seed: int, row: int, column: int, field: int) -> np.ndarray:
-    """The 8 channels of one field as ``(8, size, size)`` uint16, in channel-number order."""
-    rng = np.random.default_rng([seed, row, column, field])
-    cells = list(_cells(rng, size))
-    nuclei = np.zeros((size, size), np.float32)
-    cyto = np.zeros((size, size), np.float32)
-    nucleoli = np.zeros((size, size), np.float32)
-    for cy, cx, r_nuc, r_cell, angle, bright in cells:
-        _stamp(nuclei, cy, cx, r_nuc, r_nuc * 0.8, angle, bright)
-        _stamp(cyto, cy, cx, r_cell, r_cell * 0.75, angle + 0.3, 1.0)
-        for _ in range(rng.integers(1, 4)):
-            dy, dx = rng.normal(0, r_nuc * 0.35, 2)
-            _stamp(nucleoli, cy + dy, cx + dx, r_nuc * 0.22, r_nuc * 0.2, 0.0, 1.0)
-    cyto = np.clip(cyto - (nuclei > 0) * 0.6, 0, 1)
-    membrane = np.clip(_blur(cyto, 1.0) - _blur(cyto, 3.0), 0, None) * 4
-    texture = _blur(rng.random((size, size), dtype=np.float32), 1.2)
-    texture = (texture - texture.min()) / (np.ptp(texture) + 1e-6)
-    puncta = _blur((rng.random((size, size)) > 0.97).astype(np.float32), 0.8) * 6
-    perinuclear = np.clip(_blur(nuclei > 0, 6.0) * cyto * 2.0, 0, 1)
-    signals = {
-        "Mito": cyto * (0.3 + puncta * texture),
-        "AGP": membrane + 0.25 * cyto * texture,
-        "RNA": 0.35 * cyto * texture + 0.5 * _blur(nuclei, 1.0) / 3 + 1.5 * nucleoli,
-        "ER": perinuclear * (0.4 + 0.8 * texture),
-        "DNA": _blur(nuclei, 1.5) * (0.75 + 0.25 * texture),
-    }
-    gains = {"Mito": 6000, "AGP": 5000, "RNA": 4000, "ER": 7000, "DNA": 12000}
-    bf_edges = _blur(cyto, 2.0) - _blur(cyto, 5.0)
-    out = np.empty((len(SOURCE4_CHANNELS), size, size), np.uint16)
-    for i, name in enumerate(SOURCE4_CHANNELS.values()):
-        if name in signals:
-            mean = 400 + gains[name] * _blur(signals[name], 0.7)
-        else:  # brightfield planes: bright background, cell edges at three focus depths
-            focus = {"HighZBF": 3.0, "LowZBF": 2.0, "Brightfield": 0.6}[name]
-            mean = 9000 + 4000 * _blur(bf_edges, focus) + 300 * texture
-        out[i] = np.clip(rng.poisson(np.maximum(mean, 0)), 0, 65535)
-    return out
-
-
-def _cells(rng: np.random.Generator, size: int) -> Iterator[tuple[float, ...]]:
-    """Random cells: centre, nucleus and cell radii (px at 0.6 µm), angle, DNA brightness."""
-    for _ in range(max(1, rng.poisson(size * size / 5500))):
-        r_nuc = rng.uniform(6, 11)
-        yield (
-            rng.uniform(0, size),
-            rng.uniform(0, size),
-            r_nuc,
-            r_nuc * rng.uniform(2.0, 3.2),
-            rng.uniform(0, np.pi),
-            rng.uniform(0.6, 1.0),
-        )
-
-
-def _stamp(
-    image: np.ndarray, cy: float, cx: float, ry: float, rx: float, angle: float, value: float
-) -> None:
-    """Add a filled rotated ellipse (max with what is there) to ``image`` in place."""
-    reach = int(np.ceil(max(ry, rx))) + 1
-    y0, y1 = max(int(cy) - reach, 0), min(int(cy) + reach + 1, image.shape[0])
-    x0, x1 = max(int(cx) - reach, 0), min(int(cx) + reach + 1, image.shape[1])
-    if y0 >= y1 or x0 >= x1:
-        return
-    yy, xx = np.mgrid[y0:y1, x0:x1]
-    dy, dx = yy - cy, xx - cx
-    cos, sin = np.cos(angle), np.sin(angle)
-    inside = ((dy * cos + dx * sin) / ry) ** 2 + ((dx * cos - dy * sin) / rx) ** 2 <= 1.0
-    region = image[y0:y1, x0:x1]
-    np.maximum(region, inside * np.float32(value), out=region)
-
-
-def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur by FFT (periodic edges), float32."""
-    spectrum = np.fft.rfft2(image.astype(np.float32))
-    return np.fft.irfft2(spectrum * _gaussian_transfer(image.shape, sigma), s=image.shape).astype(
-        np.float32
-    )
-
-
-@lru_cache(maxsize=32)
-def _gaussian_transfer(shape: tuple[int, int], sigma: float) -> np.ndarray:
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.rfftfreq(shape[1])[None, :]
-    return np.exp(-2 * (np.pi * sigma) ** 2 * (fy**2 + fx**2)).astype(np.float32)

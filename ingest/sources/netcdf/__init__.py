@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ingest.checks import int_at_least
 from ingest.plan import IngestPlan
 from ingest.sources.base import ON_ERROR, ArgumentError
 from ingest.sources.netcdf.planning import NetcdfOptions, plan
@@ -76,6 +77,15 @@ class NetcdfSource:
             help="an unreadable file stops the job (fail), or is left out, its steps marked "
             "absent in 'present' and listed in the quality report (skip)",
         )
+        parser.add_argument(
+            "--keep-bits",
+            type=int_at_least(0),
+            default=None,
+            metavar="N",
+            help="LOSSY, opt-in: round the float32 values to N mantissa bits (0-23; error at "
+            "most 2**-(N+1) of a value) so that they compress better; recorded as keep_bits "
+            "in each variable's attrs (default: lossless; see docs/codecs.md)",
+        )
 
     def options_from_args(
         self, args: argparse.Namespace, storage_options: dict[str, Any]
@@ -90,11 +100,13 @@ class NetcdfSource:
             storage_options=storage_options,
             endpoint_url=args.endpoint_url,
             on_error=args.on_error,
+            codec=args.codec,
             variables=variables,
             concat_dim=args.concat_dim,
             steps_per_shard=args.steps_per_shard,
             stats_period=_period(args.stats_period),
             chunks=_chunks(args.chunks),
+            keep_bits=args.keep_bits,
         )
 
     def add_commands(self, sub: Any) -> None:

@@ -21,13 +21,13 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import xarray as xr
-from zarr.codecs import BloscCodec
 
 import cubes
 from cubes import conventions as cv
 from cubes.errors import SchemaError, SourceNotFoundError
 from cubes.layout import Layout, StatSpec
 from cubes.store import filesystem, is_local, storage_errors
+from ingest.codecs import MANTISSA_BITS, compressor
 from ingest.plan import IngestPlan, ShardTask
 from ingest.sources.base import ArgumentError, SourceOptions
 from ingest.sources.netcdf.catalog import Catalog, read_catalog
@@ -50,7 +50,11 @@ logger = logging.getLogger(__name__)
 KIND_CLIMATE = "climate"
 EXTENSIONS = (".nc", ".nc4", ".h5", ".hdf5", ".cdf")
 STATS = ("mean", "std", "min", "max", "nan_count")
-COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")
+# Chosen by benchmarks/codecs.py on ERA-Interim fields decoded to float32 and on
+# synth-climate (docs/codecs.md): Blosc zstd 1 + byte shuffle in 1 MiB blocks stores
+# fewer bytes than zstd 1 + bitshuffle (the codec until 2026-12) and decodes ~1.5x as
+# fast. ``--codec`` picks another (``zstd3`` for packed fields of few distinct values).
+COMPRESSOR = compressor(np.float32)
 MAX_STEPS_PER_SHARD = 8
 MAX_SHARD_BYTES = 64 * 2**20
 MAX_TASK_BYTES = 256 * 2**20  # decoded float32 blocks of one write task
@@ -81,6 +85,10 @@ class NetcdfOptions(SourceOptions):
     stats_period
         ``(start, end)``: the statistics count the steps of this period only
         (a training period, as anemoi-datasets does); None: all steps.
+    keep_bits
+        Lossy, opt-in: round the float32 values to this many mantissa bits (0 to
+        23) before they are stored (:func:`ingest.codecs.keep_bits`; each
+        variable's attrs then say ``keep_bits``); None: values as decoded.
     """
 
     variables: tuple[str, ...] | None = None
@@ -88,9 +96,15 @@ class NetcdfOptions(SourceOptions):
     steps_per_shard: int | None = None
     stats_period: tuple[str, str] | None = None
     chunks: dict[str, int] | None = None
+    keep_bits: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.keep_bits is not None and not 0 <= self.keep_bits <= MANTISSA_BITS:
+            raise ArgumentError(
+                f"--keep-bits {self.keep_bits}: a float32 has {MANTISSA_BITS} mantissa bits; "
+                f"keep 0 to {MANTISSA_BITS} of them, or leave --keep-bits out (lossless)."
+            )
         if self.steps_per_shard is not None and self.steps_per_shard < 1:
             raise ArgumentError(
                 f"--steps-per-shard {self.steps_per_shard}: give a number of steps >= 1."
@@ -172,7 +186,10 @@ def plan(src: str, dest: str, options: NetcdfOptions) -> list[IngestPlan]:
     if cat.static:
         logger.info("Static variables left out: %s", ", ".join(cat.static))
     _check_chunk_dims(cat, options.chunks, src)
-    template, encoding = _template(cat, size, options.chunks)
+    template, encoding = _template(cat, size, options.chunks, compressor(np.float32, options.codec))
+    if options.keep_bits is not None:  # lossy on request: said on every variable
+        for name in cat.variables:
+            template[name].attrs["keep_bits"] = options.keep_bits
     layout = _layout(cat)
     logger.info(
         "Planned %d steps of %s in shards of %d steps from %d files",
@@ -197,6 +214,7 @@ def plan(src: str, dest: str, options: NetcdfOptions) -> list[IngestPlan]:
             context=_context(cat, per_task, options),
             ignored=[url for url, _ in cat.skipped],
             attrs=_attrs(src, cat),
+            codec=options.codec,
         )
     ]
 
@@ -268,7 +286,7 @@ def _check_chunk_dims(cat: Catalog, chunks: dict[str, int] | None, src: str) -> 
 
 
 def _chunking(
-    dims: tuple[str, ...], shard: tuple[int, ...], chunks: dict[str, int]
+    dims: tuple[str, ...], shard: tuple[int, ...], chunks: dict[str, int], codec: Any
 ) -> dict[str, Any]:
     """One step x the full grid per chunk unless ``chunks`` says otherwise (``lat=181``);
     a shard is ``shard[0]`` steps x the whole grid, rounded up to whole chunks."""
@@ -281,11 +299,11 @@ def _chunking(
             "give a divisor, or --steps-per-shard a multiple of it."
         )
     outer = (shard[0], *(-(-n // c) * c for n, c in zip(shard[1:], inner[1:], strict=True)))
-    return {"chunks": inner, "shards": outer, "compressors": [COMPRESSOR]}
+    return {"chunks": inner, "shards": outer, "compressors": [codec]}
 
 
 def _template(
-    cat: Catalog, size: int, chunks: dict[str, int] | None = None
+    cat: Catalog, size: int, chunks: dict[str, int] | None, codec: Any
 ) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
     """The cube's schema and its encoding."""
     dim, n = cat.record_dim, len(cat.axis)
@@ -302,7 +320,7 @@ def _template(
         shape = (n, *info.shape)
         data = da.zeros(shape, dtype=np.float32, chunks=(size, *info.shape))
         data_vars[name] = xr.Variable(info.dims, data, _clean(info.attrs))
-        encoding[name] = _chunking(info.dims, (size, *info.shape), chunks or {})
+        encoding[name] = _chunking(info.dims, (size, *info.shape), chunks or {}, codec)
         level = _level_dim(cat, name)
         stat_dims = (level,) if level else ()
         stat_shape = (info.shape[info.dims.index(level) - 1],) if level else ()
@@ -334,6 +352,7 @@ def _context(cat: Catalog, size: int, options: NetcdfOptions) -> ReadContext:
         file_steps={f.url: tuple(f.steps) for f in cat.files},
         file_vars={f.url: f.variables for f in cat.files},
         on_error=options.on_error,
+        keep_bits=options.keep_bits,
     )
 
 

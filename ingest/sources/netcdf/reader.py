@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from cubes.errors import CubeError
+from ingest.codecs import keep_bits
 from ingest.plan import Block, ShardTask
 from ingest.sources.netcdf.steps import read_steps
 
@@ -46,6 +47,8 @@ class ReadContext:
         order) and the cube variables it holds.
     on_error
         ``"fail"`` or ``"skip"`` (an unreadable file is left out and reported).
+    keep_bits
+        Mantissa bits the values are rounded to (lossy, on request); None: all.
     """
 
     storage_options: dict[str, Any]
@@ -58,6 +61,7 @@ class ReadContext:
     file_steps: dict[str, tuple[int, ...]] = field(default_factory=dict)
     file_vars: dict[str, tuple[str, ...]] = field(default_factory=dict)
     on_error: str = "fail"
+    keep_bits: int | None = None
 
 
 def read_block(task: ShardTask, context: ReadContext) -> Block:
@@ -88,6 +92,8 @@ def read_block(task: ShardTask, context: ReadContext) -> Block:
                 raise
             logger.warning("Skipping %s: %s", url, exc)
             skipped.append(("unreadable", url))
+    if context.keep_bits is not None:  # before the statistics: they describe what is stored
+        data = {name: keep_bits(values, context.keep_bits) for name, values in data.items()}
     return Block(data=data, present=present, skipped=skipped)
 
 
