@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/loader_speed.py
 	$(PY) benchmarks/netcdf_ingest.py
 	$(PY) benchmarks/climate_loader.py
+	$(PY) benchmarks/codecs.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache .mypy_cache
