@@ -23,7 +23,7 @@ import numpy as np
 
 from cubes import conventions as cv
 from cubes.errors import CubeError, SourceNotFoundError
-from cubes.metadata import ROOT_KEY, RootMetadata, read_roots
+from cubes.metadata import ROOT_KEY, RootMetadata, decode_times, iso_time, read_roots
 from cubes.store import check_location, filesystem, join_url, storage_errors, zarr_store
 
 __all__ = ["BATCH_INDEX", "CubeSummary", "Found", "find_cubes", "format_table", "list_cubes"]
@@ -334,24 +334,8 @@ def _coord(
         values = array.get_orthogonal_selection(np.array([0, n - 1]) if ends else slice(None))
     attrs = dict((meta or {}).get(name, {}).get("attributes") or array.attrs)
     if "units" in attrs and "since" in str(attrs["units"]):
-        return [_iso(v) for v in _decode_times(np.asarray(values), attrs)]
+        return [iso_time(v) for v in decode_times(np.asarray(values), attrs)]
     return [str(v) for v in np.asarray(values).tolist()]
-
-
-def _decode_times(values: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
-    import xarray as xr
-
-    keep = {k: attrs[k] for k in ("units", "calendar") if k in attrs}
-    return np.asarray(xr.decode_cf(xr.Dataset({"t": ("t", values, keep)}))["t"].values)
-
-
-def _iso(value: Any) -> str:
-    """A time as ISO text, to the minute; the date alone at midnight."""
-    if isinstance(value, np.datetime64):
-        text = str(np.datetime_as_string(value, unit="m"))
-    else:
-        text = value.isoformat()[:16] if hasattr(value, "isoformat") else str(value)
-    return text.removesuffix("T00:00")
 
 
 def _stored_bytes(url: str, options: dict[str, Any] | None) -> int:

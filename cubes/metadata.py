@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from cubes import conventions as cv
 from cubes.errors import CubeError, SchemaError
 from cubes.layout import ATTR_LAYOUT, Layout, layout_of
@@ -26,7 +28,15 @@ from cubes.store import (
     translate_storage_error,
 )
 
-__all__ = ["ROOT_KEY", "RootMetadata", "codecs_summary", "read_root", "read_roots"]
+__all__ = [
+    "ROOT_KEY",
+    "RootMetadata",
+    "codecs_summary",
+    "decode_times",
+    "iso_time",
+    "read_root",
+    "read_roots",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -236,3 +246,20 @@ def _codec(codec: Mapping[str, Any]) -> str:
     if name in ("zstd", "gzip"):
         return f"{name}(level {config.get('level', '?')})"
     return name
+
+
+def decode_times(values: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
+    """Times encoded as CF numbers (``units`` ``… since …``, ``calendar``) decoded by xarray."""
+    import xarray as xr
+
+    keep = {k: attrs[k] for k in ("units", "calendar") if k in attrs}
+    return np.asarray(xr.decode_cf(xr.Dataset({"t": ("t", values, keep)}))["t"].values)
+
+
+def iso_time(value: Any) -> str:
+    """A time as ISO text, to the minute; the date alone at midnight."""
+    if isinstance(value, np.datetime64):
+        text = str(np.datetime_as_string(value, unit="m"))
+    else:
+        text = value.isoformat()[:16] if hasattr(value, "isoformat") else str(value)
+    return text.removesuffix("T00:00")

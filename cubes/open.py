@@ -7,7 +7,6 @@ import warnings
 from typing import Any
 
 import xarray as xr
-import zarr
 
 from cubes import conventions as cv
 from cubes.errors import (
@@ -16,7 +15,7 @@ from cubes.errors import (
     SchemaError,
     SourceNotFoundError,
 )
-from cubes.metadata import read_root
+from cubes.metadata import RootMetadata, read_root
 from cubes.store import resolve_storage_options, storage_errors, zarr_store
 
 __all__ = ["open_batch", "open_cube"]
@@ -80,24 +79,34 @@ def open_cube(
     >>> ds.images.sel(well="A01", field=1, channel="DNA").plot()  # doctest: +SKIP
     """
     options = resolve_storage_options(url, storage_options, endpoint_url=endpoint_url, anon=anon)
-    root = read_root(url, options, probe=True)
-    if root is None:
-        raise SourceNotFoundError(_not_there(url, options))
-    if not root.is_cube:
-        raise SchemaError(root.what())
+    root = read_cube_root(url, options)
+    _check_complete(url, root.attrs, require_complete)
     with storage_errors(url, options):
         store = zarr_store(url, options, read_only=True)
-        group = zarr.open_group(store, mode="r", zarr_format=3, use_consolidated=None)
-        _check_complete(url, dict(group.attrs), require_complete)
-        ds = xr.open_zarr(
-            store, consolidated=group.metadata.consolidated_metadata is not None, chunks={}
-        )
+        ds = xr.open_zarr(store, consolidated=root.consolidated, zarr_format=3, chunks={})
     ds = _chunk_by_shards(ds)
     with storage_errors(url, options):
         ds = _load_small(ds)
     ds.encoding["source"] = url
     ds.encoding["storage_options"] = options
     return ds
+
+
+def read_cube_root(url: str, storage_options: dict[str, Any] | None = None) -> RootMetadata:
+    """The root metadata of the cube at ``url``, read once (tried twice: a wrong endpoint fails
+    within seconds), or the error saying what is there instead.
+
+    Raises
+    ------
+    SourceNotFoundError, SchemaError, StorageError
+        As :func:`open_cube`.
+    """
+    root = read_root(url, storage_options, probe=True)
+    if root is None:
+        raise SourceNotFoundError(_not_there(url, storage_options or {}))
+    if not root.is_cube:
+        raise SchemaError(root.what())
+    return root
 
 
 def open_batch(
