@@ -23,7 +23,14 @@ import numpy as np
 
 from cubes import conventions as cv
 from cubes.errors import CubeError, SourceNotFoundError
-from cubes.metadata import ROOT_KEY, RootMetadata, decode_times, iso_time, read_roots
+from cubes.metadata import (
+    ROOT_KEY,
+    RootMetadata,
+    decode_times,
+    iso_time,
+    read_roots,
+    single_get,
+)
 from cubes.store import check_location, filesystem, join_url, storage_errors, zarr_store
 
 __all__ = ["BATCH_INDEX", "CubeSummary", "Found", "find_cubes", "format_table", "list_cubes"]
@@ -325,7 +332,8 @@ def _coord(
 
     with storage_errors(url, options):
         try:
-            array = zarr.open_array(zarr_store(url, options, read_only=True), path=name, mode="r")
+            store = zarr_store(url, single_get(url, options), read_only=True)
+            array = zarr.open_array(store, path=name, mode="r", zarr_format=3)
         except (FileNotFoundError, KeyError, zarr.errors.NodeNotFoundError):
             return []
         n = array.shape[0] if array.ndim else 0

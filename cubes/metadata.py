@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ __all__ = [
     "iso_time",
     "read_root",
     "read_roots",
+    "single_get",
 ]
 
 logger = logging.getLogger(__name__)
@@ -139,6 +141,19 @@ class RootMetadata:
         )
 
 
+def single_get(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    """Options under which reading a whole small object is one GET.
+
+    s3fs first asks for the size of an object it reads whole (a HEAD, to split
+    big ones into concurrent ranges) unless ``max_concurrency`` is 1; metadata
+    and coordinates are small, so listing a prefix then costs half the requests.
+    """
+    options = dict(storage_options or {})
+    if url.startswith(("s3://", "s3a://")):
+        options["max_concurrency"] = 1
+    return options
+
+
 def _parse(url: str, raw: bytes) -> RootMetadata:
     try:
         doc = json.loads(raw)
@@ -177,7 +192,7 @@ def read_root(
     SchemaError
         The ``zarr.json`` there is not Zarr v3 JSON.
     """
-    options = probe_options(url, storage_options) if probe else storage_options
+    options = single_get(url, probe_options(url, storage_options) if probe else storage_options)
     fs, path = filesystem(join_url(url, ROOT_KEY), options)
     with storage_errors(url, storage_options):
         try:
@@ -199,20 +214,30 @@ def read_roots(
     """
     if not urls:
         return {}
-    fs, _ = filesystem(urls[0], storage_options)
+    fs, _ = filesystem(urls[0], single_get(urls[0], storage_options))
     paths = {url: filesystem(join_url(url, ROOT_KEY), storage_options)[1] for url in urls}
-    with storage_errors(urls[0], storage_options):
-        raw = fs.cat(list(paths.values()), on_error="return")
+
+    def read(path: str) -> bytes | BaseException:
+        try:
+            return bytes(fs.cat_file(path))
+        except Exception as exc:  # noqa: BLE001 - returned, and translated below
+            return exc
+
+    # One GET each, concurrently (fs.cat(list) would first ask for each path's info: a HEAD).
+    with ThreadPoolExecutor(min(16, len(paths))) as pool:
+        raw = dict(zip(paths.values(), pool.map(read, paths.values()), strict=True))
     out: dict[str, RootMetadata | None | CubeError] = {}
     for url, path in paths.items():
-        value = raw.get(path) if isinstance(raw, dict) else raw
-        if value is None or isinstance(value, FileNotFoundError | NotADirectoryError):
+        value = raw[path]
+        if isinstance(value, FileNotFoundError | NotADirectoryError):
             out[url] = None
         elif isinstance(value, BaseException):
             translated = translate_storage_error(value, url, storage_options)
             if translated is None:
                 raise value
-            out[url] = translated if isinstance(translated, CubeError) else CubeError(str(value))
+            if not isinstance(translated, CubeError):  # pragma: no cover - all are
+                raise translated from value
+            out[url] = translated
         else:
             try:
                 out[url] = _parse(url, value)
