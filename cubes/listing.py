@@ -61,6 +61,8 @@ class Found:
         The ``plates.csv`` files read.
     folders, files
         How many other folders and files the listings saw (for messages).
+    zarr_v2
+        Prefixes that hold Zarr v2 metadata (``.zgroup``, ``.zarray``).
     """
 
     prefix: str
@@ -70,6 +72,7 @@ class Found:
     index_files: list[str] = field(default_factory=list)
     folders: int = 0
     files: int = 0
+    zarr_v2: list[str] = field(default_factory=list)
 
     @property
     def cubes(self) -> list[RootMetadata]:
@@ -141,6 +144,8 @@ def _find(prefix: str, options: dict[str, Any] | None, recursive: bool, found: F
     if ROOT_KEY in names:  # the prefix is itself a Zarr node
         _add(found, read_roots([prefix], options))
         return
+    if ".zgroup" in names or ".zarray" in names:
+        found.zarr_v2.append(prefix)
     folders = [n for n, e in names.items() if e["type"] == "directory" and _candidate(n)]
     found.files += sum(1 for e in entries if e["type"] != "directory")
     roots = read_roots([join_url(prefix, n) for n in sorted(folders)], options)

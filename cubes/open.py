@@ -201,6 +201,11 @@ def _not_there(url: str, options: dict[str, Any]) -> str:
         )
     if found.others:
         return f"No cube at {url}; below it: {found.others[0].what()}"
+    if url in found.zarr_v2:
+        return (
+            f"No cube at {url}: it is a Zarr v2 store (.zgroup/.zarray); cubes are Zarr v3. "
+            f"Open it with xarray.open_zarr({url!r}), or write a cube with 'python -m ingest'."
+        )
     if found.files or found.folders:
         return (
             f"No cube at {url}: it holds {found.files} file(s) and {found.folders} folder(s) "
