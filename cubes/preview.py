@@ -17,62 +17,32 @@ needs matplotlib, imported when a preview is made.
 
 from __future__ import annotations
 
-import io
 import math
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from cubes.errors import ArgumentError, CubeError
+from cubes.drawing import (
+    BACKGROUND,
+    MIN_TILE,
+    MISSING,
+    Preview,
+    lazy_open,
+    mark,
+    new_figure,
+    save,
+    write_png,
+)
+from cubes.errors import ArgumentError, IncompleteCubeWarning
 from cubes.layout import Layout
 from cubes.metadata import RootMetadata, iso_time
+from cubes.montage import COLOURS, THUMBNAIL, plate_montage
 from cubes.open import read_cube_root
-from cubes.store import filesystem, storage_errors, zarr_store
+from cubes.store import storage_errors
 
 __all__ = ["COLOURS", "MISSING", "Preview", "preview_cube"]
-
-# Stains to colours (RGB 0..1); the composite adds them. Brightfield is left out by default.
-COLOURS: dict[str, tuple[float, float, float]] = {
-    "DNA": (0.0, 0.0, 1.0),
-    "ER": (0.0, 1.0, 0.0),
-    "RNA": (1.0, 1.0, 0.0),
-    "AGP": (1.0, 0.0, 0.0),
-    "Mito": (1.0, 0.0, 1.0),
-}
-_FALLBACK = [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]  # unknown names: R, G, B
-MISSING = (255, 0, 0)  # the frame of a field with missing images
-MISSING_FILL = (90, 0, 0)  # a field with none of its drawn images
-BACKGROUND = (24, 24, 24)
-_THUMBNAIL = "thumbnail"  # the plate's thumbnails (written by the cellpainting source)
-_MAX_WIDTH = 4000  # pixels of a montage; bigger plates are subsampled
-_MIN_TILE = 48  # small thumbnails are enlarged to about this many pixels
-
-
-@dataclass
-class Preview:
-    """What :func:`preview_cube` drew.
-
-    Attributes
-    ----------
-    path
-        Where the PNG is.
-    width, height
-        Its size in pixels.
-    what
-        One sentence: what is drawn and how it is scaled.
-    tiles
-        Where each drawn item is in the PNG: ``label -> (top, left, height,
-        width)`` in pixels (a plate: ``"A01/1"`` for well A01, field 1; a
-        contact sheet: ``"sample 3"``; a map: none).
-    """
-
-    path: str
-    width: int
-    height: int
-    what: str
-    tiles: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
 
 
 def preview_cube(
@@ -113,6 +83,11 @@ def preview_cube(
     count
         Samples on a contact sheet.
 
+    Warns
+    -----
+    IncompleteCubeWarning
+        The cube's ingest has not finished.
+
     Raises
     ------
     ArgumentError
@@ -122,15 +97,23 @@ def preview_cube(
         As :func:`cubes.open_cube`.
     """
     root = read_cube_root(url, storage_options)
+    if not root.complete:
+        warnings.warn(
+            f"The cube at {url} is incomplete: its ingest has not finished, so the preview shows "
+            "the fill value where nothing is written yet. Re-run the ingest to complete it.",
+            IncompleteCubeWarning,
+            stacklevel=2,
+        )
     layout = root.layout()
-    if _THUMBNAIL in root.arrays and layout.channel_dim is not None:
+    ds = lazy_open(root, storage_options)  # metadata and coordinates; pixels when drawn
+    if THUMBNAIL in ds and layout.channel_dim is not None:
         _refuse(url, "a plate", variable=variable, time=time, level=level)
-        return _plate(root, layout, out, storage_options, channels, fields)
+        return plate_montage(root, layout, ds, out, storage_options, channels, fields)
     _refuse(url, f"a {root.kind} cube", channels=channels, fields=fields)
     if layout.time_dim is not None and len(layout.window_dims) == 2:
-        return _map(root, layout, out, storage_options, variable, time, level)
+        return _map(root, layout, ds, out, storage_options, variable, time, level)
     _refuse(url, f"a {root.kind} cube without a time axis", time=time, level=level)
-    return _sheet(root, layout, out, storage_options, variable, count)
+    return _sheet(root, layout, ds, out, storage_options, variable, count)
 
 
 def _refuse(url: str, what: str, **given: Any) -> None:
@@ -142,180 +125,16 @@ def _refuse(url: str, what: str, **given: Any) -> None:
             )
 
 
-def _lazy(root: RootMetadata, options: dict[str, Any] | None) -> Any:
-    """The cube with lazily indexed (not dask) variables: a selection reads only its chunks."""
-    import xarray as xr
-
-    store = zarr_store(root.url, options, read_only=True)
-    with storage_errors(root.url, options):
-        return xr.open_zarr(store, consolidated=root.consolidated, zarr_format=3, chunks=None)
-
-
-# --- a plate: thumbnails --------------------------------------------------------------
-
-
-def _plate(
-    root: RootMetadata,
-    layout: Layout,
-    out: str,
-    options: dict[str, Any] | None,
-    channels: Sequence[str] | None,
-    fields: Sequence[int] | None,
-) -> Preview:
-    ds = _lazy(root, options)
-    dim = str(layout.channel_dim)
-    names = [str(c) for c in ds[dim].values]
-    chosen = _channels(root.url, names, channels)
-    field_values = [int(f) for f in ds["field"].values]
-    field_pos = _fields(root.url, field_values, fields)
-    idx = [names.index(c) for c in chosen]
-    with storage_errors(root.url, options):
-        thumbs = ds[_THUMBNAIL].isel({dim: idx, "field": field_pos}).values.astype(np.float32)
-        present = ds[layout.mask].isel({dim: idx, "field": field_pos}).values.astype(bool)
-        lo, hi = _windows(ds, layout, idx)
-        rows = [str(r) for r in ds["row"].values]
-        cols = [int(c) for c in ds["column"].values]
-    colours = [COLOURS.get(c) or _FALLBACK[i % 3] for i, c in enumerate(chosen)]
-    scaled = np.clip((thumbs - lo[:, None, None]) / (hi - lo)[:, None, None], 0.0, 1.0)
-    rgb = np.einsum("wfcyx,ck->wfyxk", scaled, np.asarray(colours, dtype=np.float32))
-    rgb8 = (np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
-    wells = [str(w) for w in ds["well"].values]
-    legend = ", ".join(f"{c} {_colour_name(k)}" for c, k in zip(chosen, colours, strict=True))
-    plate = str(root.attrs.get("plate") or root.url)
-    title = f"{plate}: {len(wells)} wells × {len(field_pos)} fields; {legend}; p01–p99"
-    canvas, tiles, texts = _montage(
-        rgb8, present, wells, rows, cols, field_values, field_pos, min_width=6 * len(title) + 16
-    )
-    width, height = _write_png(canvas, [(8, 12, title, "white", "left"), *texts], out, options)
-    what = (
-        f"{len(wells)} wells × {len(field_pos)} fields of {plate}, channels {legend}, each "
-        "scaled between its stored p01 and p99; missing images framed in red"
-    )
-    return Preview(out, width, height, what, tiles)
-
-
-def _channels(url: str, names: list[str], channels: Sequence[str] | None) -> list[str]:
-    if channels:
-        unknown = [c for c in channels if c not in names]
-        if unknown:
-            raise ArgumentError(
-                f"--channels {','.join(unknown)}: the plate {url} has no such channel; its "
-                f"channels are {', '.join(names)}."
-            )
-        return list(channels)
-    known = [c for c in COLOURS if c in names]
-    return known or names[:3]
-
-
-def _fields(url: str, values: list[int], fields: Sequence[int] | None) -> list[int]:
-    if not fields:
-        return list(range(len(values)))
-    unknown = [f for f in fields if f not in values]
-    if unknown:
-        raise ArgumentError(
-            f"--fields {','.join(map(str, unknown))}: the plate {url} has fields "
-            f"{', '.join(map(str, values))}."
-        )
-    return [values.index(f) for f in fields]
-
-
-def _windows(ds: Any, layout: Layout, idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Each drawn channel's stored p01 and p99 (min and max where those are absent)."""
-    variable = layout.variables[0]
-    bounds = []
-    for low, high in (("p01", "p99"), ("min", "max")):
-        names = [layout.stat_var(variable, low), layout.stat_var(variable, high)]
-        if all(n in ds for n in names):
-            bounds = [np.asarray(ds[n].values, dtype=np.float32)[idx] for n in names]
-            break
-    if not bounds:
-        return np.zeros(len(idx), np.float32), np.full(len(idx), 65535.0, np.float32)
-    lo, hi = bounds
-    lo = np.nan_to_num(lo, nan=0.0)
-    hi = np.where(np.isfinite(hi) & (hi > lo), hi, lo + 1.0)
-    return lo, hi
-
-
-def _montage(
-    rgb: np.ndarray,
-    present: np.ndarray,
-    wells: list[str],
-    rows: list[str],
-    cols: list[int],
-    field_values: list[int],
-    field_pos: list[int],
-    *,
-    min_width: int = 0,
-) -> tuple[np.ndarray, dict[str, tuple[int, int, int, int]], list[tuple]]:
-    """The plate map: one cell per well at its row and column, its fields in a grid."""
-    n_fields, th, tw = rgb.shape[1], rgb.shape[2], rgb.shape[3]
-    zoom = max(1, _MIN_TILE // max(th, tw, 1))
-    row_names = sorted(set(rows), key=lambda r: (len(r), r))
-    col_names = sorted(set(cols))
-    fc = math.ceil(math.sqrt(n_fields))
-    fr = math.ceil(n_fields / fc)
-    step = max(1, math.ceil(len(col_names) * fc * tw * zoom / _MAX_WIDTH))
-    sh, sw = len(range(0, th, step)) * zoom, len(range(0, tw, step)) * zoom
-    cell_h, cell_w = fr * sh + (fr - 1), fc * sw + (fc - 1)
-    gap, left, top, bottom = 6, 30, 40, 8
-    height = top + len(row_names) * (cell_h + gap) + bottom
-    width = max(left + len(col_names) * (cell_w + gap) + 8, min_width)
-    canvas = np.empty((height, width, 3), np.uint8)
-    canvas[...] = BACKGROUND
-    tiles: dict[str, tuple[int, int, int, int]] = {}
-    texts: list[tuple] = []
-    for r, name in enumerate(row_names):
-        texts.append((top + r * (cell_h + gap) + cell_h // 2, 14, name, "white", "center"))
-    for c, number in enumerate(col_names):
-        texts.append((30, left + c * (cell_w + gap) + cell_w // 2, str(number), "white", "center"))
-    for w, well in enumerate(wells):
-        y0 = top + row_names.index(rows[w]) * (cell_h + gap)
-        x0 = left + col_names.index(cols[w]) * (cell_w + gap)
-        for k in range(n_fields):
-            y, x = y0 + (k // fc) * (sh + 1), x0 + (k % fc) * (sw + 1)
-            image = rgb[w, k, ::step, ::step]
-            tile = np.repeat(np.repeat(image, zoom, axis=0), zoom, axis=1)
-            canvas[y : y + sh, x : x + sw] = tile
-            _mark(canvas[y : y + sh, x : x + sw], present[w, k])
-            tiles[f"{well}/{field_values[field_pos[k]]}"] = (y, x, sh, sw)
-    return canvas, tiles, texts
-
-
-def _mark(tile: np.ndarray, present: np.ndarray) -> None:
-    """Fill a field with none of its drawn images; frame one that lacks some."""
-    if present.all():
-        return
-    if not present.any():
-        tile[...] = MISSING_FILL
-    t = max(1, min(tile.shape[0], tile.shape[1]) // 16)
-    for region in (tile[:t], tile[-t:], tile[:, :t], tile[:, -t:]):
-        region[...] = MISSING
-
-
-def _colour_name(rgb: tuple[float, float, float]) -> str:
-    names = {
-        (0.0, 0.0, 1.0): "blue",
-        (0.0, 1.0, 0.0): "green",
-        (1.0, 1.0, 0.0): "yellow",
-        (1.0, 0.0, 0.0): "red",
-        (1.0, 0.0, 1.0): "magenta",
-    }
-    return names.get(tuple(rgb), str(rgb))  # type: ignore[arg-type]
-
-
-# --- a time series on a grid: a map -----------------------------------------------------
-
-
 def _map(
     root: RootMetadata,
     layout: Layout,
+    ds: Any,
     out: str,
     options: dict[str, Any] | None,
     variable: str | None,
     time: str | None,
     level: float | None,
 ) -> Preview:
-    ds = _lazy(root, options)
     name = _variable(root.url, ds, layout, variable, min_dims=2)
     var = ds[name]
     tdim = str(layout.time_dim)
@@ -335,17 +154,17 @@ def _map(
         missing = layout.mask is not None and not bool(ds[layout.mask].values[t])
         vmin, vmax = _range(ds, layout, name, select, values)
     ydim, xdim = layout.window_dims
-    figure = _figure(8.0, 4.8)
-    ax = figure.add_subplot(1, 1, 1)
+    fig = new_figure(8.0, 4.8)
+    ax = fig.add_subplot(1, 1, 1)
     mesh = ax.pcolormesh(
         ds[xdim].values, ds[ydim].values, values, shading="auto", vmin=vmin, vmax=vmax
     )
-    figure.colorbar(mesh, ax=ax, label=str(var.attrs.get("units", "")))
+    fig.colorbar(mesh, ax=ax, label=str(var.attrs.get("units", "")))
     title = where + (" — missing: no data at this step" if missing else "")
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xdim)
     ax.set_ylabel(ydim)
-    width, height = _save(figure, out, options)
+    width, height = save(fig, out, options)
     what = f"a map of {where}, coloured between the stored min {vmin:.4g} and max {vmax:.4g}"
     return Preview(out, width, height, what + (" (a missing step)" if missing else ""))
 
@@ -410,18 +229,15 @@ def _variable(url: str, ds: Any, layout: Layout, variable: str | None, *, min_di
     return variable
 
 
-# --- anything else: a contact sheet ----------------------------------------------------
-
-
 def _sheet(
     root: RootMetadata,
     layout: Layout,
+    ds: Any,
     out: str,
     options: dict[str, Any] | None,
     variable: str | None,
     count: int,
 ) -> Preview:
-    ds = _lazy(root, options)
     name = _variable(root.url, ds, layout, variable, min_dims=2)
     sdim = layout.sample_dims[0]
     n = min(max(count, 1), ds.sizes[sdim])
@@ -431,7 +247,7 @@ def _sheet(
         lo, hi = _range(ds, layout, name, {}, data)
     images = [_as_image(np.clip((a - lo) / max(hi - lo, 1e-12), 0, 1)) for a in data]
     th, tw = images[0].shape[:2]
-    zoom = max(1, 2 * _MIN_TILE // max(th, tw, 1))
+    zoom = max(1, 2 * MIN_TILE // max(th, tw, 1))
     sh, sw = th * zoom, tw * zoom
     ncol = math.ceil(math.sqrt(n))
     nrow = math.ceil(n / ncol)
@@ -444,11 +260,11 @@ def _sheet(
         x = 8 + (i % ncol) * (sw + gap)
         tile = np.repeat(np.repeat((image * 255).astype(np.uint8), zoom, 0), zoom, 1)
         canvas[y : y + sh, x : x + sw] = tile
-        _mark(canvas[y : y + sh, x : x + sw], np.array([present[i]]))
+        mark(canvas[y : y + sh, x : x + sw], np.array([present[i]]))
         tiles[f"{sdim} {i}"] = (y, x, sh, sw)
         texts.append((y - 7, x, f"{sdim} {i}", "white", "left"))
     title = f"{name}: the first {n} of {ds.sizes[sdim]} {sdim}s, scaled {lo:.4g}–{hi:.4g}"
-    width, height = _write_png(canvas, [(10, 8, title, "white", "left"), *texts], out, options)
+    width, height = write_png(canvas, [(10, 8, title, "white", "left"), *texts], out, options)
     return Preview(out, width, height, f"a contact sheet of {title}", tiles)
 
 
@@ -461,40 +277,3 @@ def _as_image(a: np.ndarray) -> np.ndarray:
     if a.shape[0] in (1, 3, 4) and a.shape[-1] not in (3, 4):
         a = np.moveaxis(a, 0, -1)
     return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a[..., :3]
-
-
-# --- writing ----------------------------------------------------------------------------
-
-
-def _figure(width: float, height: float) -> Any:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - matplotlib is in the test extra
-        raise CubeError(
-            "A preview is drawn with matplotlib, which is not installed: pip install matplotlib"
-        ) from exc
-    return Figure(figsize=(width, height), dpi=100)
-
-
-def _write_png(
-    canvas: np.ndarray, texts: list[tuple], out: str, options: dict[str, Any] | None
-) -> tuple[int, int]:
-    """The canvas pixel for pixel, with text ``(y, x, text, colour, align)`` over it."""
-    height, width = canvas.shape[:2]
-    figure = _figure(width / 100, height / 100)
-    figure.figimage(canvas, xo=0, yo=0, origin="upper")
-    for y, x, text, colour, align in texts:
-        figure.text(
-            x / width, 1 - y / height, text, color=colour, fontsize=7, ha=align, va="center"
-        )
-    return _save(figure, out, options)
-
-
-def _save(figure: Any, out: str, options: dict[str, Any] | None) -> tuple[int, int]:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    fs, path = filesystem(out, options)
-    with storage_errors(out, options):
-        fs.pipe_file(path, buffer.getvalue())
-    width, height = (int(round(v)) for v in figure.get_size_inches() * 100)
-    return width, height
