@@ -250,6 +250,8 @@ def list_cubes(
     """
     found = find_cubes(prefix, storage_options, recursive=recursive)
     if not found.cubes and not found.absent:
+        for error in found.errors.values():
+            raise error  # e.g. access denied: it says more than "no cubes"
         raise SourceNotFoundError(found.no_cubes(recursive=recursive))
     out = [_summary(root, found.index.get(root.url), storage_options) for root in found.cubes]
     out += [_other(root) for root in found.others]

@@ -146,6 +146,9 @@ def test_ls_s3_recursive_and_sizes(s3_cubes, cube_prefix: Path, capsys) -> None:
     entry = by_url[f"{s3_cubes.url}/many/P1.zarr"]
     assert entry["stored_bytes"] == _du(cube_prefix / "P1.zarr")
     assert by_url[f"{s3_cubes.url}/all/P1.zarr"]["stored_bytes"] == entry["stored_bytes"]
+    status, out, err = _ls(capsys, f"{s3_cubes.url}/few", "--anon", *endpoint)  # unsigned
+    assert status == 2 and len(err.splitlines()) == 1  # moto lists for anyone, reads for owners
+    assert err.startswith(f"error: Anonymous access to {s3_cubes.url}/few/P2.zarr was denied")
 
 
 @pytest.mark.s3
