@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from cubes.errors import CubeError
-from cubes.metadata import RootMetadata
+from cubes.metadata import RootMetadata, single_get
 from cubes.store import filesystem, storage_errors, zarr_store
 
 __all__ = [
@@ -65,7 +65,7 @@ def lazy_open(root: RootMetadata, options: dict[str, Any] | None) -> Any:
     """The cube with lazily indexed (not dask) variables: a selection reads only its chunks."""
     import xarray as xr
 
-    store = zarr_store(root.url, options, read_only=True)
+    store = zarr_store(root.url, single_get(root.url, options), read_only=True)
     with storage_errors(root.url, options):
         return xr.open_zarr(store, consolidated=root.consolidated, zarr_format=3, chunks=None)
 

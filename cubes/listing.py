@@ -179,7 +179,7 @@ def _read_index(url: str, prefix: str, options: dict[str, Any] | None, found: Fo
     """
     import pandas as pd
 
-    fs, path = filesystem(url, options)
+    fs, path = filesystem(url, single_get(url, options))
     with storage_errors(url, options):
         raw = fs.cat_file(path)
     try:
