@@ -26,6 +26,7 @@ __all__ = ["main"]
 logger = logging.getLogger("cubes")
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _CONSOLIDATED_WARNING = "Consolidated metadata is currently not part"  # zarr's, on every open
 
@@ -336,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         0; 2 for a mistake the user can fix (an argument, a URL, the endpoint,
-        no cube there), with a one-line message on stderr. ``--help`` and
+        no cube there), with a one-line message on stderr; 130 when interrupted. ``--help`` and
         ``--version`` exit (:class:`SystemExit`, status 0).
     """
     try:
@@ -352,4 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.debug("Failed", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0

@@ -183,7 +183,8 @@ def read_root(
         fsspec options, as :func:`cubes.store.resolve_storage_options` completes them.
     probe
         Read with 2 attempts instead of the usual 8, so that a wrong endpoint
-        or a missing bucket fails in seconds (the read is then also the check).
+        or a missing bucket fails in seconds (the read is then also the check);
+        other failures (throttling, 5xx) are read again with the usual retries.
 
     Raises
     ------
@@ -192,8 +193,20 @@ def read_root(
     SchemaError
         The ``zarr.json`` there is not Zarr v3 JSON.
     """
-    options = single_get(url, probe_options(url, storage_options) if probe else storage_options)
-    fs, path = filesystem(join_url(url, ROOT_KEY), options)
+    if probe:
+        try:
+            return _read_root(url, probe_options(url, storage_options), storage_options)
+        except CubeError:
+            raise  # the endpoint, the credentials, the bucket: said within seconds
+        except Exception:  # noqa: BLE001 - transient (5xx, throttling): with the usual retries
+            logger.info("Reading %s failed twice; trying with the usual retries", url)
+    return _read_root(url, storage_options, storage_options)
+
+
+def _read_root(
+    url: str, read_options: dict[str, Any] | None, storage_options: dict[str, Any] | None
+) -> RootMetadata | None:
+    fs, path = filesystem(join_url(url, ROOT_KEY), single_get(url, read_options))
     with storage_errors(url, storage_options):
         try:
             raw = fs.cat_file(path)
