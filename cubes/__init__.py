@@ -8,6 +8,7 @@ and never imports torch.
 from __future__ import annotations
 
 from cubes.errors import (
+    ArgumentError,
     CubeError,
     CubeExistsError,
     IncompleteCubeError,
@@ -17,9 +18,10 @@ from cubes.errors import (
     SourceNotFoundError,
     StorageError,
 )
-from cubes.open import open_cube
+from cubes.open import open_batch, open_cube
 
 __all__ = [
+    "ArgumentError",
     "CubeError",
     "CubeExistsError",
     "IncompleteCubeError",
@@ -28,6 +30,7 @@ __all__ = [
     "SchemaError",
     "SourceNotFoundError",
     "StorageError",
+    "open_batch",
     "open_cube",
 ]
 

@@ -8,6 +8,7 @@ say what was expected and suggest a remedy.
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentError",
     "CubeError",
     "CubeExistsError",
     "IncompleteCubeError",
@@ -21,6 +22,10 @@ __all__ = [
 
 class CubeError(Exception):
     """Root of every error raised on purpose by ``cubes``, ``ingest`` and ``loaders``."""
+
+
+class ArgumentError(CubeError, ValueError):
+    """An argument that does not fit what it names: a variable, a channel or a time a cube lacks."""
 
 
 class SourceNotFoundError(CubeError, FileNotFoundError):
