@@ -29,23 +29,20 @@ import numpy as np
 import torch
 import xarray as xr
 
-from cubes import open_cube
 from cubes.errors import SchemaError
 from loaders import order
-from loaders._batch import Batch, read_batch
+from loaders._batch import Batch, read_batch, sample_shape
 from loaders._checks import check_crop, check_epoch, check_normalize, check_numbers, distributed
+from loaders._denormalize import channel_statistics, denormalize
+from loaders._labels import batch_labels
 from loaders._local import ProcessLocal
+from loaders._open import open_cubes
 from loaders._samples import (
-    CubeInfo,
     CubeLike,
     check_counts,
-    describe_cube,
-    sample_rows,
-    sample_table,
     shard_keys,
 )
-from loaders._space import Space, resolve_space
-from loaders._statistics import estimate_cube_statistics, stored_statistics, usable
+from loaders._statistics import estimate_cube_statistics, usable
 from loaders.cache import DiskCache
 from loaders.transforms import require_clahe
 from loaders.windows import TimeRange
@@ -61,7 +58,6 @@ Index = int | tuple[int, int]
 
 WINDOW_MEMORY_CACHE_MB = 256
 """Default in-memory chunk cache with time windows: consecutive windows share steps."""
-_BATCH_KEYS = ("inputs", "targets", "present", "padding", "cube", "sample", "stats", "step", "time")
 
 
 class CubeBatchDataset(torch.utils.data.Dataset):
@@ -212,7 +208,6 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         self.backend = backend
         self.disk_cache = DiskCache.from_env(cache_dir, cache_gb)
         self._local = ProcessLocal()
-        self._cubes: list[CubeInfo] = []
         self._arguments: dict[str, Any] = {
             "variables": variables,
             "channels": channels,
@@ -224,7 +219,15 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             "lead": lead,
             "time_range": time_range,
         }
-        self._samples_table = self._open_cubes(items, random_crop, storage_options)
+        self.space, self._cubes, self._samples_table = open_cubes(
+            items, self._arguments, storage_options
+        )
+        self.random_crop = check_crop(random_crop, self.space.window)
+        if clahe and (self.space.windows is not None or len(self.space.window) != 2):
+            raise SchemaError(
+                "clahe=True equalises 2-D images: it needs two window dims and no time "
+                "windows. Remove clahe=True."
+            )
         if memory_cache_mb is None:
             memory_cache_mb = WINDOW_MEMORY_CACHE_MB if self.space.windows is not None else 0
         self.memory_cache_mb = memory_cache_mb
@@ -248,46 +251,6 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             self._complete_statistics(k)
 
     # --- construction -------------------------------------------------------------------
-
-    def _open_cubes(
-        self,
-        items: list[CubeLike],
-        random_crop: dict[str, int] | None,
-        storage_options: dict[str, Any] | None,
-    ) -> np.ndarray:
-        """Open and describe each cube (the first sets the sample space): the sample table."""
-        samples = []
-        for k, item in enumerate(items):
-            ds = (
-                item
-                if isinstance(item, xr.Dataset)
-                else open_cube(item, storage_options=storage_options, require_complete=True)
-            )
-            if k == 0:
-                self.space: Space = resolve_space(ds, **self._arguments)
-                self.random_crop = check_crop(random_crop, self.space.window)
-                if self.clahe and (self.space.windows is not None or len(self.space.window) != 2):
-                    raise SchemaError(
-                        "clahe=True equalises 2-D images: it needs two window dims and no "
-                        "time windows. Remove clahe=True."
-                    )
-            cube = describe_cube(ds, item, self.space)
-            for dim, size in self.space.window.items():
-                if cube.sizes.get(dim, 0) < size:
-                    raise SchemaError(
-                        f"{cube.url or 'An in-memory Dataset'} has {cube.sizes.get(dim, 0)} along "
-                        f"'{dim}', less than the window of {size} (input_dims); every cube needs "
-                        "room for it."
-                    )
-            cube.mean, cube.std = stored_statistics(ds, self.space, self.space.inputs)
-            if self.space.targets:
-                cube.target_mean, cube.target_std = stored_statistics(
-                    ds, self.space, self.space.targets
-                )
-            self._cubes.append(cube)
-            samples.append(sample_rows(k, cube, self.space))
-        where = ", ".join(i if isinstance(i, str) else "<Dataset>" for i in items)
-        return sample_table(samples, where, self.space)
 
     def _complete_statistics(self, k: int) -> None:
         """Estimate the statistics a cube lacks (or all of them under CLAHE), if normalising."""
@@ -452,7 +415,7 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         out: dict[str, Any] = {"inputs": torch.from_numpy(batch.inputs)}
         if batch.targets is not None:
             out["targets"] = torch.from_numpy(batch.targets)
-        out.update(self._labels(rows, origin))
+        out.update(batch_labels(self.space, self._cubes, rows, origin))
         out.update(
             present=torch.from_numpy(batch.present),
             padding=torch.from_numpy(padding),
@@ -461,58 +424,6 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             stats=stats,
         )
         return out
-
-    def _labels(self, rows: np.ndarray, origin: np.ndarray) -> dict[str, Any]:
-        """Each sample's labels along the sample dims, steps and times, and patch origins."""
-        out: dict[str, Any] = {}
-        w = self.space.windows
-        time_dim = self.space.layout.time_dim
-        for d, dim in enumerate(self.space.sample_dims):
-            positions = rows[:, 1 + d]
-            if dim == time_dim:
-                if w is not None:
-                    steps = np.stack(
-                        [
-                            p + self._offsets(int(k))
-                            for k, p in zip(rows[:, 0], positions, strict=True)
-                        ]
-                    )
-                    out["step"] = torch.from_numpy(steps.astype(np.int64))
-                    out["time"] = [
-                        _iso(self._cubes[int(k)].labels[dim][s])
-                        for k, s in zip(rows[:, 0], steps, strict=True)
-                    ]
-                else:
-                    out["time"] = [
-                        _iso(self._cubes[int(k)].labels[dim][[p]])[0]
-                        for k, p in zip(rows[:, 0], positions, strict=True)
-                    ]
-                continue
-            values = [
-                self._cubes[int(k)].labels[dim][p]
-                for k, p in zip(rows[:, 0], positions, strict=True)
-            ]
-            key = dim if dim not in _BATCH_KEYS else f"{dim}_label"
-            kind = np.asarray(values).dtype.kind
-            if kind in "iub":
-                out[key] = torch.tensor(np.asarray(values, dtype=np.int64))
-            elif kind == "f":
-                out[key] = torch.tensor(np.asarray(values, dtype=np.float64))
-            else:
-                out[key] = [str(v) for v in values]
-        for j, dim in enumerate(self.space.window):
-            key = dim if dim not in _BATCH_KEYS else f"{dim}_origin"
-            out[key] = torch.from_numpy(origin[:, j].copy())
-        return out
-
-    def _offsets(self, k: int) -> np.ndarray:
-        """A window's input then target steps, from its start, in cube ``k``."""
-        w = self.space.windows
-        assert w is not None
-        lead = self._cubes[k].lead
-        return np.concatenate(
-            [np.arange(w.input_steps), w.input_steps - 1 + lead + np.arange(w.target_steps)]
-        )
 
     def _read_rows(
         self,
@@ -561,8 +472,8 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         Parameters
         ----------
         values
-            Normalised values ``(..., C, *patch)``, e.g. a model's prediction of
-            ``targets`` (``(N, m, C_t, H, W)``) or ``inputs``.
+            Normalised values ``(..., C, *sample shape)``, e.g. a model's
+            prediction of ``targets`` (``(N, m, C_t, H, W)``) or ``inputs``.
         variables
             What the C axis holds: variable names or channel labels, picked
             from the targets' channels (then the inputs'); default: all target
@@ -571,57 +482,9 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             Whose statistics: a position in ``cubes``, or each sample's
             (``batch["cube"]``, matching the first axis of ``values``).
         """
-        mean, std = self._channel_statistics(variables)
-        n_patch = len(_patch_dims(values, self.space, mean.shape[-1]))
-        axis = values.ndim - 1 - n_patch
-        positions = np.asarray(cube.cpu() if isinstance(cube, torch.Tensor) else cube)
-        m, s = mean[positions], std[positions]  # (C,) or (N, C)
-        shape = [1] * values.ndim
-        if m.ndim == 2:
-            shape[0] = m.shape[0]
-        shape[axis] = m.shape[-1]
-        if isinstance(values, torch.Tensor):
-            mt = torch.as_tensor(m.reshape(shape), dtype=values.dtype, device=values.device)
-            st = torch.as_tensor(s.reshape(shape), dtype=values.dtype, device=values.device)
-            return values * st + mt
-        return values * s.reshape(shape).astype(values.dtype) + m.reshape(shape).astype(
-            values.dtype
-        )
-
-    def _channel_statistics(self, variables: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
-        """``(cubes, C)`` mean and std of the channels ``variables`` names."""
-        if self._normalize is None:
-            raise SchemaError("denormalize(): this dataset does not normalise (normalize=False).")
-        use_targets = bool(self.space.targets) and self._normalize == "all"
-        if variables is None and self.space.targets and not use_targets:
-            raise SchemaError(
-                f"denormalize(): the targets are not normalised (normalize={self.normalize!r}); "
-                "name the input channels to undo with variables=[...]."
-            )
-        groups = [(self.space.targets, True)] if use_targets else []
-        groups.append((self.space.inputs, False))
-        wanted = (
-            None
-            if variables is None
-            else [variables]
-            if isinstance(variables, str)
-            else list(variables)
-        )
-        for fields, targets in groups:
-            picked = [
-                c
-                for c, f in enumerate(fields)
-                if wanted is None or f.variable in wanted or f.label in wanted
-            ]
-            found = {f.variable for f in fields} | {f.label for f in fields}
-            if picked and (wanted is None or all(v in found for v in wanted)):
-                mean = np.stack([_known(c.target_mean if targets else c.mean) for c in self._cubes])
-                std = np.stack([_known(c.target_std if targets else c.std) for c in self._cubes])
-                return mean[:, picked], std[:, picked]
-        have = list(dict.fromkeys(f.label for f, _ in ((f, 0) for g, _ in groups for f in g)))
-        raise SchemaError(
-            f"denormalize(variables={wanted}): not among the normalised channels {have}."
-        )
+        mean, std, targets = channel_statistics(self.space, self._cubes, self._normalize, variables)
+        trailing = len(sample_shape(self.space, self._cubes[0], self.space.window, targets))
+        return denormalize(values, mean, std, trailing=trailing, cube=cube)
 
     # --- loaders and resume -------------------------------------------------------------
 
@@ -727,27 +590,3 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         state = dict(self.__dict__)
         state.update(_orders={}, _loader_ref=None, _pending_state=None)
         return state
-
-
-def _known(stat: np.ndarray | None) -> np.ndarray:
-    assert stat is not None  # set for every cube when normalising
-    return stat
-
-
-def _iso(values: np.ndarray) -> list[str]:
-    """Times as ISO strings (``datetime64`` or cftime); other labels as ``str``."""
-    values = np.asarray(values)
-    if np.issubdtype(values.dtype, np.datetime64):
-        return [str(v) for v in np.datetime_as_string(values, unit="s")]
-    return [v.isoformat() if hasattr(v, "isoformat") else str(v) for v in values]
-
-
-def _patch_dims(values: Any, space: Space, channels: int) -> tuple[str, ...]:
-    """The trailing dims of ``values`` after its channel axis (``channels`` long)."""
-    dims = tuple(space.window)
-    if values.ndim <= len(dims) or values.shape[values.ndim - 1 - len(dims)] != channels:
-        raise SchemaError(
-            f"denormalize(): values of shape {tuple(values.shape)} have no channel axis of "
-            f"{channels} before the patch dims {list(dims)}; give (..., C, *patch)."
-        )
-    return dims
