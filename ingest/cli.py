@@ -19,7 +19,13 @@ import cubes
 from cubes.errors import CubeError
 from cubes.store import resolve_storage_options
 from ingest.checks import check_batch_dest, int_at_least
-from ingest.cli_common import common_arguments, epilog, storage_arguments, sub_parser
+from ingest.cli_common import (
+    common_arguments,
+    epilog,
+    progress_argument,
+    storage_arguments,
+    sub_parser,
+)
 from ingest.codecs import CODECS, FLOAT_DEFAULT, INTEGER_DEFAULT, codec_choice
 from ingest.sources import SOURCES, ArgumentError
 
@@ -117,7 +123,7 @@ def _source_arguments(p: argparse.ArgumentParser) -> None:
         f"measurement, docs/codecs.md: {INTEGER_DEFAULT} for integers such as pixels, "
         f"{FLOAT_DEFAULT} for floats; a cube resumed or appended to keeps its own)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    progress_argument(p)
     array = p.add_argument_group(
         "array jobs",
         "write one slice of the plan per task (default from AWS_BATCH_JOB_ARRAY_INDEX / "

@@ -8,7 +8,14 @@ from typing import Any
 
 from ingest.checks import endpoint_url
 
-__all__ = ["LOG_LEVELS", "common_arguments", "epilog", "storage_arguments", "sub_parser"]
+__all__ = [
+    "LOG_LEVELS",
+    "common_arguments",
+    "epilog",
+    "progress_argument",
+    "storage_arguments",
+    "sub_parser",
+]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -59,4 +66,13 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
         choices=LOG_LEVELS,
         default="WARNING",
         help="what to log on stderr: DEBUG (with tracebacks), INFO, WARNING (default) or ERROR",
+    )
+
+
+def progress_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress``: no progress bar on stderr (:mod:`ingest.progress`)."""
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar on stderr (drawn once the work has taken a second)",
     )

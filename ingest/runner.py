@@ -20,6 +20,8 @@ from typing import Any
 import dask
 from dask.diagnostics import ProgressBar
 
+from ingest import progress as bars
+
 __all__ = ["Runner"]
 
 logger = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ class Runner:
             yield functools.partial(self._compute_distributed, client)
 
     def _compute_threads(self, *graphs: Any) -> tuple[Any, ...]:
-        bar = ProgressBar(out=sys.stderr, minimum=1.0) if self.progress else _NoBar()
+        bar = ProgressBar(out=sys.stderr, minimum=bars.MINIMUM_S) if self.progress else _NoBar()
         # Our own pool, so that a failing task stops the job only after the tasks
         # in flight have finished (their shards and journal markers whole), before
         # the caller releases the destination's lock.

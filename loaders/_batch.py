@@ -38,15 +38,13 @@ class Batch:
 def sample_shape(
     space: Space, cube: CubeInfo, window: dict[str, int], targets: bool
 ) -> tuple[int, ...]:
-    """The shape of one field of a sample (inputs, or targets), from the first variable read."""
-    fields = space.targets if targets else space.inputs
-    vr = next(r for r in cube.reads if r.variable == fields[0].variable)
-    return tuple(
-        window[d] if space.role(d) == "window" else cube.sizes[d]
-        for d in vr.dims
-        if space.role(d) == "whole" or space.role(d) == "window"
-        if d not in vr.channel_dims
-    )
+    """The shape of one field of a sample (inputs, or targets) of ``cube`` with patch ``window``.
+
+    The dims are the space's (found once, :func:`~loaders._space.resolve_space`); only
+    their sizes are looked up: the patch along window dims, the cube's along the others.
+    """
+    dims = space.target_shape_dims if targets else space.input_shape_dims
+    return tuple(window[d] if d in space.window else cube.sizes[d] for d in dims)
 
 
 def _selection(

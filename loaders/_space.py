@@ -23,7 +23,7 @@ from the layout, and :class:`Space` tells the read path
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,10 @@ class Space:
     windows: TimeWindows | None
     time_range: TimeRange | None = None  # by the time of the sample's (first input) step
     channel_dims: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per variable
+    # The dims of one sample of the inputs (targets), in the first field's variable's order:
+    # its window and whole dims, found once here rather than for every batch.
+    input_shape_dims: tuple[str, ...] = ()
+    target_shape_dims: tuple[str, ...] = ()
 
     @property
     def sample_dims(self) -> tuple[str, ...]:
@@ -207,24 +211,28 @@ def _check_window_dims(
     return window, over
 
 
-def _check_shapes(ds: xr.Dataset, space: Space, fields: tuple[Field, ...], what: str) -> None:
-    """The fields of inputs (or targets) must stack: one sample shape."""
+def _shape_dims(
+    ds: xr.Dataset, space: Space, fields: tuple[Field, ...], what: str
+) -> tuple[str, ...]:
+    """The dims of one sample of ``fields`` (the first's); the fields must stack: one shape."""
+    dims: dict[str, tuple[str, ...]] = {}
     shapes = {}
     for f in fields:
-        dims = [
+        dims[f.variable] = tuple(
             str(d)
             for d in ds[f.variable].dims
             if space.role(str(d)) not in ("time", "sample")
             and d not in space.channel_dims[f.variable]
-        ]
+        )
         shapes[f.variable] = tuple(
-            space.window[d] if d in space.window else ds.sizes[d] for d in dims
+            space.window[d] if d in space.window else ds.sizes[d] for d in dims[f.variable]
         )
     if len(set(shapes.values())) > 1:
         raise SchemaError(
             f"The {what}= variables have different sample shapes {shapes}; they cannot stack on "
             f"one channel axis. Give {what}= variables of one shape."
         )
+    return dims[fields[0].variable]
 
 
 def resolve_space(
@@ -291,7 +299,8 @@ def resolve_space(
         time_range=time_range,
         channel_dims=channel_dims,
     )
-    _check_shapes(ds, space, inputs, "variables")
-    if targets:
-        _check_shapes(ds, space, targets, "target_variables")
-    return space
+    return replace(
+        space,
+        input_shape_dims=_shape_dims(ds, space, inputs, "variables"),
+        target_shape_dims=_shape_dims(ds, space, targets, "target_variables") if targets else (),
+    )

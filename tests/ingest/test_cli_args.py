@@ -16,7 +16,7 @@ SYNTH = ["--wells", "2", "--fields", "1", "--size", "32"]
 
 def _fails(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     """Run ``main(args)``: exit status 2 and one line on stderr, no traceback; the line."""
-    status = main([*args, "--no-progress"] if args[0] != "synth-plate" else list(args))
+    status = main([*args, "--no-progress"])
     err = capsys.readouterr().err
     assert status == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1, err

@@ -10,12 +10,20 @@ import zarr
 from ome_zarr_models.v05.hcs import HCS
 
 from cubes.store import zarr_store
+from ingest.sources.cellpainting.jump import SOURCE4_CHANNELS
+from ingest.sources.cellpainting.ome import (
+    BRIGHTFIELD_GREYS,
+    PALETTE,
+    STAIN_COLOURS,
+    channel_colours,
+)
 from tests.conftest import run_cli
 from tests.helpers import source_images
 
-pytestmark = pytest.mark.s3
+BLUE = "0000FF"
 
 
+@pytest.mark.s3
 def test_ome_plate_on_s3_is_valid_and_pixel_exact(bucket):
     src, dest = f"{bucket.url}/raw", f"{bucket.url}/plate.ome.zarr"
     run_cli("synth-plate", src, "--wells", "A01,B03", "--fields", "2", "--size", "40")
@@ -47,6 +55,10 @@ def test_ome_plate_on_s3_is_valid_and_pixel_exact(bucket):
     channels = image.attrs["ome"]["omero"]["channels"]
     assert [c["label"] for c in channels][:5] == ["Mito", "AGP", "RNA", "ER", "DNA"]
     assert channels[4]["window"]["start"] < channels[4]["window"]["end"]
+    colours = {c["label"]: c["color"] for c in channels}
+    assert len(set(colours.values())) == len(channels) == 8  # no two channels alike
+    assert colours["DNA"] == BLUE and colours["ER"] == "00FF00"
+    assert colours["Brightfield"] in BRIGHTFIELD_GREYS
     assert group.attrs["cellcubes"]["cube_complete"] is True
 
     truth = source_images(fs, f"{bucket.name}/raw")
@@ -57,3 +69,32 @@ def test_ome_plate_on_s3_is_valid_and_pixel_exact(bucket):
     assert not group["B/3/1/0"][0].any()  # the missing Mito image: fill value
     assert group.attrs["cellcubes"]["present"][1][1][0] is False
     assert group["A/1/0/1"].shape == (8, 5, 5)
+
+
+def test_jump_channels_get_the_stain_colours_and_brightfield_greys():
+    names = list(SOURCE4_CHANNELS.values())  # Mito, AGP, RNA, ER, DNA, HighZBF, LowZBF, BF
+    colours = dict(zip(names, channel_colours(names), strict=True))
+    assert len(set(colours.values())) == len(names)
+    assert colours["DNA"] == BLUE and colours["ER"] == "00FF00"
+    assert colours["AGP"] == "FF0000" and colours["Mito"] == "FF00FF"
+    assert colours["RNA"] == STAIN_COLOURS["RNA"]
+    assert {colours[n] for n in ("HighZBF", "LowZBF", "Brightfield")} == set(BRIGHTFIELD_GREYS)
+
+
+def test_stains_are_found_by_dye_and_prefix_whatever_the_order():
+    names = ["Alexa 647", "HOECHST 33342", "OrigER", "ER/RNA", "SYTO 14", "phalloidin"]
+    colours = channel_colours(names)
+    assert colours[1] == BLUE and colours[2] == "00FF00"
+    assert colours[4] == STAIN_COLOURS["RNA"] and colours[5] == STAIN_COLOURS["AGP"]
+    assert colours[0] == PALETTE[0]  # no stain in the name: the palette
+    assert colours[3] == PALETTE[1]  # ER taken by OrigER: a stain's second channel is unknown
+    assert len(set(colours)) == len(names)
+
+
+def test_unknown_channels_are_distinct_up_to_the_palette_then_repeat():
+    size = len({*PALETTE, *STAIN_COLOURS.values(), *BRIGHTFIELD_GREYS})
+    names = [f"ch{i}" for i in range(size + 3)]
+    colours = channel_colours(names)
+    assert len(set(colours[:size])) == size
+    assert colours[size:] == colours[:3]
+    assert channel_colours(["ch1", "DNA"]) == [PALETTE[0], BLUE]  # DNA keeps its blue

@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,6 +34,18 @@ T_LABELS = tuple(f"T@{p}" for p in LEVELS)
 GAPS_A = ("2000-01-10", "2000-07-02")
 GAPS_B = ("2000-03-05",)
 JANUARY = ("2000-01-01", "2000-01-31")
+PATCH = (8, 16)
+# Inputs T_surf and T's levels, targets q_H2O and T's levels: 2 steps each, 3 apart, 8x16 patches.
+LEVEL_WINDOWS: dict[str, Any] = {
+    "variables": ["T_surf", "T"],
+    "target_variables": ["q_H2O", "T"],
+    "input_steps": 2,
+    "target_steps": 2,
+    "lead": 3,
+    "input_dims": {"lat": PATCH[0], "lon": PATCH[1]},
+    "batch_size": 6,
+    "threads": 2,
+}
 
 
 @dataclass(frozen=True)
@@ -150,6 +163,34 @@ def _expected_values(
     return out
 
 
+def _ranks(
+    cube: Climate,
+    world_size: int,
+    steps: tuple[int, int, int],
+    patch: tuple[int, int],
+    threads: int = 1,
+    **kwargs: Any,
+) -> list[CubeBatchDataset]:
+    """One dataset per rank of ``world_size`` over ``cube``: windows of ``steps`` (k, m, lead),
+    ``patch`` (lat, lon) patches, the uneven end padded."""
+    k, m, lead = steps
+    return [
+        CubeBatchDataset(
+            cube.opened,
+            input_steps=k,
+            target_steps=m,
+            lead=lead,
+            input_dims={"lat": patch[0], "lon": patch[1]},
+            rank=r,
+            world_size=world_size,
+            uneven="pad",
+            threads=threads,
+            **kwargs,
+        )
+        for r in range(world_size)
+    ]
+
+
 def _close(data: CubeBatchDataset | list[CubeBatchDataset]) -> contextlib.ExitStack:
     stack = contextlib.ExitStack()
     for d in data if isinstance(data, list) else [data]:
@@ -177,23 +218,9 @@ def test_every_valid_window_once_per_epoch_over_all_ranks(
 ):
     """On the sample table (no pixels): the windows of all ranks' batches over a year."""
     cube = climate[0]
-    ranks = [
-        CubeBatchDataset(
-            cube.opened,
-            input_steps=k,
-            target_steps=m,
-            lead=lead,
-            input_dims={"lat": patch[0], "lon": patch[1]},
-            batch_size=batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            rank=r,
-            world_size=world_size,
-            uneven="pad",
-            threads=1,
-        )
-        for r in range(world_size)
-    ]
+    ranks = _ranks(
+        cube, world_size, (k, m, lead), patch, batch_size=batch_size, shuffle=shuffle, seed=seed
+    )
     with _close(ranks):
         first = ranks[0]
         assert len({len(d) for d in ranks}) == 1  # every rank has as many batches
@@ -252,25 +279,18 @@ def test_real_batches_of_all_ranks_hold_every_january_window_once(
 ):
     """Through ``data[(epoch, i)]``: sample, padding, step, time, origins and values."""
     cube = climate[0]
-    ranks = [
-        CubeBatchDataset(
-            cube.opened,
-            variables=["T_surf"],
-            input_steps=k,
-            target_steps=m,
-            lead=lead,
-            time_range=JANUARY,
-            input_dims={"lat": patch[0], "lon": patch[1]},
-            batch_size=batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            rank=r,
-            world_size=world_size,
-            uneven="pad",
-            threads=2,
-        )
-        for r in range(world_size)
-    ]
+    ranks = _ranks(
+        cube,
+        world_size,
+        (k, m, lead),
+        patch,
+        threads=2,
+        variables=["T_surf"],
+        time_range=JANUARY,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+    )
     with _close(ranks):
         seen: list[int] = []
         repeats: list[int] = []
@@ -323,21 +343,8 @@ def test_real_batches_of_all_ranks_hold_every_january_window_once(
 
 @pytest.mark.parametrize("normalize", [False, True], ids=["raw", "normalized"])
 def test_inputs_and_targets_equal_the_cube_at_their_steps_and_patches(climate, normalize):
-    cube, patch = climate[0], (8, 16)
-    data = CubeBatchDataset(
-        cube.url,
-        variables=["T_surf", "T"],
-        target_variables=["q_H2O", "T"],
-        input_steps=2,
-        target_steps=2,
-        lead=3,
-        input_dims={"lat": 8, "lon": 16},
-        batch_size=6,
-        shuffle=True,
-        seed=5,
-        normalize=normalize,
-        threads=2,
-    )
+    cube, patch = climate[0], PATCH
+    data = CubeBatchDataset(cube.url, shuffle=True, seed=5, normalize=normalize, **LEVEL_WINDOWS)
     with data:
         assert data.channels == ("T_surf", *T_LABELS)
         assert data.target_channels == ("q_H2O", *T_LABELS)
@@ -388,19 +395,8 @@ def test_denormalize_of_one_channel_of_one_cube_gives_back_the_cubes_values(clim
 
 
 def test_denormalize_gives_back_the_cubes_values_for_every_channel_and_level(climate):
-    cube, patch = climate[0], (8, 16)
-    data = CubeBatchDataset(
-        cube.url,
-        variables=["T_surf", "T"],
-        target_variables=["q_H2O", "T"],
-        input_steps=2,
-        target_steps=2,
-        lead=3,
-        input_dims={"lat": 8, "lon": 16},
-        batch_size=6,
-        normalize=True,
-        threads=2,
-    )
+    cube, patch = climate[0], PATCH
+    data = CubeBatchDataset(cube.url, normalize=True, **LEVEL_WINDOWS)
     with data:
         batch = data[(0, 1)]
         steps, lat, lon = batch["step"].numpy(), batch["lat"], batch["lon"]
@@ -724,6 +720,29 @@ def test_array_cube_samples_equal_their_npz_files(arrays):
                     np.testing.assert_array_equal(batch["inputs"][j, 0].numpy(), npz["image"])
                     assert batch["targets"][j, 0].item() == int(npz["label"])
     assert sorted(files) == sorted(p.name for p in src.glob("*.npz"))
+
+
+def test_denormalize_on_an_array_cube_gives_back_the_stored_samples_and_labels(arrays):
+    url, _ = arrays
+    stored = cubes.open_cube(url).load()
+    data = CubeBatchDataset(
+        url, variables=["image"], target_variables=["label"], batch_size=4, normalize=True
+    )
+    with data:
+        batch = data[(0, 1)]
+        positions = batch["sample_label"].numpy()
+        images = stored["image"].values[positions].astype(np.float64)
+        labels = stored["label"].values[positions].astype(np.float64)
+        mean, std = float(stored["image_mean"]), float(stored["image_std"])
+        assert std > 0  # so normalised values differ from the stored ones
+        normalized = batch["inputs"][:, 0].numpy()
+        np.testing.assert_allclose(normalized, (images - mean) / std, rtol=1e-5, atol=1e-5)
+        back = data.denormalize(batch["inputs"], variables=["image"])
+        assert back.shape == batch["inputs"].shape  # (N, C, 3, 16, 16): three sample dims
+        np.testing.assert_allclose(back[:, 0].numpy(), images, rtol=1e-5, atol=1e-4)
+        np.testing.assert_array_equal(np.rint(back[:, 0].numpy()), images)
+        labels_back = data.denormalize(batch["targets"], cube=batch["cube"])  # (N, C): no dims
+        np.testing.assert_array_equal(np.rint(labels_back[:, 0].numpy()), labels)
 
 
 # --- 8. set_epoch with a plain DataLoader -------------------------------------------------------

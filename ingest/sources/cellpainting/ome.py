@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,15 +21,82 @@ import numpy as np
 import zarr
 
 from cubes import conventions as cv
+from cubes.preview import COLOURS
 from cubes.store import storage_errors, zarr_store
 from ingest.plan import IngestPlan
 from ingest.sources.cellpainting.layout import IMAGES, THUMBNAIL
 from ingest.sources.cellpainting.plate import THUMBNAIL_FACTOR
 
-__all__ = ["OmeOutput", "create_ome", "finalize_ome", "ome_locator"]
+__all__ = ["OmeOutput", "channel_colours", "create_ome", "finalize_ome", "ome_locator"]
 
 OME_VERSION = "0.5"
 _CONSOLIDATED_WARNING = "Consolidated metadata is currently not part in the Zarr format 3"
+
+# The omero channel colours (hex RRGGBB) of the stains: those of `python -m cubes preview`
+# (cubes.preview.COLOURS), so that a viewer shows the export as the preview does. DNA
+# blue, ER green, AGP red (phalloidin) and Mito magenta as RxRx1's composites colour
+# Hoechst, concanavalin A, phalloidin and MitoTracker (github.com/recursionpharma/
+# rxrx1-utils, rxrx/io.py RGB_MAP); RNA yellow, where RxRx1 has SYTO 14 cyan and WGA
+# yellow (AGP's red already holds the phalloidin/WGA channel). The stain is found from
+# the channel's name or its dye ("HOECHST 33342", "OrigDNA", "ER/RNA": the first).
+STAIN_COLOURS = {
+    stain: "".join(f"{round(255 * v):02X}" for v in rgb) for stain, rgb in COLOURS.items()
+}
+_DYES = {
+    "DNA": ("hoechst", "dapi"),
+    "ER": ("cona", "concanavalin"),
+    "RNA": ("syto",),
+    "AGP": ("phalloidin", "wga"),
+    "Mito": ("mitotracker",),
+}
+# Brightfield planes (Brightfield, HighZBF, LowZBF, "Brightfield High"): greys, as
+# transmitted light is shown; then distinct hues for channels of other names.
+BRIGHTFIELD_GREYS = ("FFFFFF", "C0C0C0", "808080")
+PALETTE = ("00FFFF", "FF8000", "8000FF", "00FF80", "FF0080", "0080FF", "80FF00", "804000")
+
+
+def channel_colours(names: Sequence[str]) -> list[str]:
+    """omero colours (hex ``RRGGBB``) of the channels ``names``, distinct while they last.
+
+    Known stains get their colour (:data:`STAIN_COLOURS`; a stain's second channel is
+    treated as unknown), brightfield planes the greys, every other channel the first
+    colour of :data:`PALETTE` (then of the stain colours and greys) that no channel
+    has; only past those 16 colours do they repeat.
+
+    Examples
+    --------
+    >>> channel_colours(["Mito", "DNA", "HighZBF", "Brightfield", "Actin"])
+    ['FF00FF', '0000FF', 'FFFFFF', 'C0C0C0', '00FFFF']
+    """
+    colours: list[str | None] = [None] * len(names)
+    for i, name in enumerate(names):
+        stain = _stain(name)
+        if stain is not None and STAIN_COLOURS[stain] not in colours:
+            colours[i] = STAIN_COLOURS[stain]
+    greys = [g for g in BRIGHTFIELD_GREYS if g not in colours]
+    for i, name in enumerate(names):
+        if colours[i] is None and _is_brightfield(name) and greys:
+            colours[i] = greys.pop(0)
+    every = list(dict.fromkeys([*PALETTE, *STAIN_COLOURS.values(), *BRIGHTFIELD_GREYS]))
+    free = [c for c in every if c not in colours] or every
+    rest = [i for i, c in enumerate(colours) if c is None]
+    for k, i in enumerate(rest):
+        colours[i] = free[k % len(free)]
+    return [str(c) for c in colours]
+
+
+def _stain(name: str) -> str | None:
+    """The Cell Painting stain a channel name means, or None."""
+    word = name.split("/")[0].strip().lower().removeprefix("orig")
+    for stain, dyes in _DYES.items():
+        if word == stain.lower() or word.startswith(dyes):
+            return stain
+    return None
+
+
+def _is_brightfield(name: str) -> bool:
+    word = name.strip().lower().removeprefix("orig")
+    return "brightfield" in word or word.startswith("bf") or word.endswith("bf")
 
 
 def _field_paths(plan: IngestPlan) -> dict[tuple[int, ...], str]:
@@ -148,14 +216,15 @@ def finalize_ome(
     stats = stats[IMAGES]  # type: ignore[assignment]
     t = plan.template
     store = zarr_store(plan.dest, options, read_only=False)
+    names = [str(name) for name in t["channel"].values]
     channels = [
         {
-            "label": str(name),
+            "label": name,
             "active": True,
-            "color": "FFFFFF",
+            "color": colour,
             "window": _window(stats, i, t[IMAGES].dtype),
         }
-        for i, name in enumerate(t["channel"].values)
+        for i, (name, colour) in enumerate(zip(names, channel_colours(names), strict=True))
     ]
     with storage_errors(plan.dest, options):
         root = zarr.open_group(store, mode="r+", zarr_format=3)
@@ -167,7 +236,7 @@ def finalize_ome(
         ours = dict(root.attrs["cellcubes"])  # type: ignore[arg-type]
         ours.update(
             {
-                "channels": [str(c) for c in t["channel"].values],
+                "channels": names,
                 "present": mask.tolist(),
                 "statistics": {k: [_finite(v) for v in vals] for k, vals in stats.items()},
                 cv.ATTR_COMPLETE: True,

@@ -24,6 +24,7 @@ import numpy as np
 import tifffile
 
 from cubes.store import filesystem, is_local, join_url, storage_errors
+from ingest.progress import CountBar
 from ingest.sources.base import ArgumentError
 from ingest.sources.cellpainting.harmony import HarmonyImage, write_index
 from ingest.sources.cellpainting.jump import SOURCE4_CHANNELS
@@ -117,6 +118,7 @@ def write_synth_plate(
     compression: str | None = None,
     storage_options: dict[str, Any] | None = None,
     threads: int = 4,
+    progress: bool = False,
 ) -> SynthPlate:
     """Write a synthetic plate under ``dest`` (local path or URL).
 
@@ -136,6 +138,8 @@ def write_synth_plate(
         End of the plate folder's name (some JUMP plates have ``"Measurement 1"``).
     compression
         ``None`` (uncompressed, as most JUMP TIFFs) or ``"lzw"``.
+    progress
+        Show a progress bar of the fields written on stderr (:mod:`ingest.progress`).
     """
     options = storage_options or {}
     images_url = join_url(dest, f"{plate}__{TIMESTAMP}-{measurement}", "Images")
@@ -152,9 +156,14 @@ def write_synth_plate(
             for ch, img in zip(SOURCE4_CHANNELS, stack, strict=True)
         }
 
-    with storage_errors(dest, options), ThreadPoolExecutor(threads) as pool:
+    with (
+        storage_errors(dest, options),
+        ThreadPoolExecutor(threads) as pool,
+        CountBar(len(sites), enabled=progress) as bar,
+    ):
         for files in pool.map(make, sites):
             fs.pipe(files)
+            bar.advance()
     index = _harmony_index(plate, plate_format, sites, fields)
     with storage_errors(dest, options):
         fs.pipe_file(join_url(images_path, "Index.idx.xml"), index)

@@ -7,7 +7,12 @@ from typing import Any
 
 from cubes.store import resolve_storage_options
 from ingest.checks import int_at_least, matching
-from ingest.cli_common import common_arguments, storage_arguments, sub_parser
+from ingest.cli_common import (
+    common_arguments,
+    progress_argument,
+    storage_arguments,
+    sub_parser,
+)
 from ingest.sources.cellpainting.synth import JUMP_SIZE, parse_wells, write_synth_plate
 
 __all__ = ["add_synth_plate_parser"]
@@ -54,6 +59,7 @@ def add_synth_plate_parser(sub: Any) -> None:
         help="seed of the images' content, 0 or more; a seed and a field give one image "
         "(default 0)",
     )
+    progress_argument(p)
     storage_arguments(p, with_anon=False)
     common_arguments(p)
     p.set_defaults(handler=_run_synth)
@@ -97,5 +103,6 @@ def _run_synth(args: argparse.Namespace) -> None:
         measurement=args.measurement,
         compression=None if args.compression == "none" else args.compression,
         storage_options=options,
+        progress=not args.no_progress,
     )
     print(f"Wrote {plate.n_images} images to {plate.images_url} and {plate.load_data_url}")

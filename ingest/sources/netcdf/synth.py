@@ -29,6 +29,7 @@ import numpy as np
 
 from cubes.errors import SchemaError
 from cubes.store import filesystem, is_local, join_url, storage_errors
+from ingest.progress import CountBar
 
 __all__ = [
     "PLEV_PA",
@@ -136,6 +137,7 @@ def write_synth_climate(
     calendar: str = "noleap",
     prefix: str = "model",
     storage_options: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> SynthClimate:
     """Write monthly files ``<prefix>_YYYY-MM.nc`` of daily steps under ``dest``.
 
@@ -157,6 +159,8 @@ def write_synth_climate(
         ``hours since <year>-01-01``; ``False``: days for every year.
     calendar
         CF calendar: ``noleap`` (default), ``360_day``, ``standard``...
+    progress
+        Show a progress bar of the files written on stderr (:mod:`ingest.progress`).
 
     Returns
     -------
@@ -173,7 +177,8 @@ def write_synth_climate(
     lat, lon = _grid_coords(*grid)
     options = storage_options or {}
     urls, n_steps = [], 0
-    with tempfile.TemporaryDirectory() as tmp:
+    bar = CountBar(12 * len(year_list), enabled=progress)
+    with tempfile.TemporaryDirectory() as tmp, bar:
         for year in year_list:
             units = (
                 f"days since {year}-01-01"
@@ -188,6 +193,7 @@ def write_synth_climate(
                 _write_file(local, fmt, days, units, calendar, lat, lon, fields)
                 urls.append(_upload(local, dest, options))
                 n_steps += len(days)
+                bar.advance()
     logger.info("Wrote %d files (%d daily steps) to %s", len(urls), n_steps, dest)
     return SynthClimate(
         tuple(urls), n_steps, tuple(year_list), calendar, grid, fmt, tuple(sorted(dropped))
@@ -404,7 +410,12 @@ SYNTH_EXAMPLES = (
 def add_synth_climate_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``synth-climate DEST`` sub-command to an argparse ``subparsers`` object."""
     from ingest.checks import int_at_least
-    from ingest.cli_common import common_arguments, storage_arguments, sub_parser
+    from ingest.cli_common import (
+        common_arguments,
+        progress_argument,
+        storage_arguments,
+        sub_parser,
+    )
 
     summary = "write realistic synthetic climate model output (monthly NetCDF files)"
     p = sub_parser(
@@ -444,6 +455,7 @@ def add_synth_climate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--same-units", action="store_true", help="days since <year>-01-01 in every year"
     )
+    progress_argument(p)
     storage_arguments(p, with_anon=False)
     common_arguments(p)
     p.set_defaults(handler=run_synth_climate)
@@ -465,6 +477,7 @@ def run_synth_climate(args: argparse.Namespace) -> None:
         vary_units=not args.same_units,
         calendar=args.calendar,
         storage_options=options,
+        progress=not args.no_progress,
     )
     n_lat, n_lon = synth.grid
     print(
