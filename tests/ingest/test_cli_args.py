@@ -154,7 +154,20 @@ def test_version(capsys):
     assert capsys.readouterr().out == f"cellcubes {cubes.__version__}\n"
 
 
-@pytest.mark.parametrize("command", [*SOURCES, "finalize", "synth-plate"])
+def _sub_parsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {"": parser, **action.choices}
+
+
+COMMANDS = [name for name in _sub_parsers() if name]  # every sub-command, new ones too
+
+
+def test_the_commands_are_all_there():
+    assert {*SOURCES, "finalize", "synth-plate", "synth-climate"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_help_shows_examples(capsys, command):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
@@ -164,13 +177,7 @@ def test_help_shows_examples(capsys, command):
     assert len([e for e in examples if e.startswith(f"  python -m ingest {command} ")]) >= 2
 
 
-def _sub_parsers() -> dict[str, argparse.ArgumentParser]:
-    parser = build_parser()
-    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return {"": parser, **action.choices}
-
-
-@pytest.mark.parametrize("command", ["", *SOURCES, "finalize", "synth-plate"])
+@pytest.mark.parametrize("command", ["", *COMMANDS])
 def test_every_option_has_help(command):
     parser = _sub_parsers()[command]
     missing = [a.dest for a in parser._actions if not a.help]
