@@ -85,7 +85,7 @@ class CubeEstimate:
     metadata_objects: int
     metadata_bytes: int
     arrays: int  # zarr.json objects of arrays
-    other_objects: int  # the quality report
+    other_objects: int  # the quality report; the journal where it stays (appendable cubes)
     reads: int = 0  # GETs of SRC: each task reads each of its files whole, once
     requests: dict[str, int] = field(default_factory=dict)
 
@@ -319,7 +319,9 @@ def estimate_cube(
         metadata_objects=len(metadata),
         arrays=sum(1 for k in metadata if k.endswith("/zarr.json")),
         metadata_bytes=sum(metadata.values()),
-        other_objects=1 if chosen is None else 0,  # the quality report, written when complete
+        # the quality report, written when complete; an appendable cube keeps its journal
+        # (the exact partial statistics an append merges: finalize.complete)
+        other_objects=(1 if chosen is None else 0) + (len(tasks) + 1 if plan.append_dim else 0),
         reads=sum(len(u) for u in per_task_urls),
     )
     estimate.requests = requests_of(plan, estimate, processes, finalize=chosen is None)
@@ -460,8 +462,12 @@ def requests_of(
         # the journal removed (2 LISTs per 1,000 keys, a DeleteObjects per 1,000)
         r["PUT"] += 1 + sum(v.objects for v in final) + 3 + 1
         read_json(1 + len(final) + 1 + arrays)
-        r["LIST"] += 4 + 2 * math.ceil(markers / DELETE_BATCH)
-        r["DELETE"] += math.ceil(markers / DELETE_BATCH)
+        if plan.append_dim is None:
+            r["LIST"] += 4 + 2 * math.ceil(markers / DELETE_BATCH)
+            r["DELETE"] += math.ceil(markers / DELETE_BATCH)
+        else:  # the journal stays; the array job's manifest is looked for
+            r["LIST"] += 4 + 1
+            r["HEAD"] += 1
     else:  # a slice: the array job's manifest (read; written by the first slice)
         r["GET"] += 1
         r["PUT"] += 1

@@ -98,7 +98,7 @@ def _cube_lines(cube: CubeEstimate) -> list[str]:
         )
     out.append(
         f"  schema: {cube.metadata_objects} metadata and coordinate objects, "
-        f"{size(cube.metadata_bytes)}; quality report: {cube.other_objects}"
+        f"{size(cube.metadata_bytes)}; quality report and journal: {cube.other_objects}"
     )
     return out
 
