@@ -29,15 +29,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from zarr.storage import MemoryStore
-
-from cubes import conventions as cv
-from cubes.layout import ATTR_LAYOUT
 from cubes.store import filesystem, is_local
 from ingest.codecs import codec_name
 from ingest.dryrun_rates import Rates, measure_rates, region_shape
 from ingest.lock import LEASE_SECONDS
-from ingest.output import CubeOutput, output_of
+from ingest.output import CubeOutput, output_of, schema_objects
 from ingest.plan import IngestPlan, ShardTask
 from ingest.slices import TaskSlice, slice_tasks
 
@@ -293,7 +289,7 @@ def estimate_cube(
 ) -> CubeEstimate:
     """What writing ``plan`` (its ``chosen`` tasks, for an array job's slice) involves."""
     tasks = [t for t in plan.tasks if chosen is None or t.index in chosen]
-    metadata = schema_objects(plan) if isinstance(output_of(plan), CubeOutput) else {}
+    metadata = schema_sizes(plan) if isinstance(output_of(plan), CubeOutput) else {}
     task_vars = set(plan.variables) | set(plan.derived)
     lines = []
     for name in plan.template.data_vars:
@@ -328,29 +324,12 @@ def estimate_cube(
     return estimate
 
 
-def schema_objects(plan: IngestPlan) -> dict[str, int]:
-    """The objects (key -> bytes) the writer creates before the tasks run: metadata and coords.
-
-    The template is written to memory exactly as :meth:`ingest.output.CubeOutput.create`
-    writes it (lazy data variables stay unwritten).
-    """
-    template = plan.template.copy()
-    template.attrs.update(plan.attrs)
-    template.attrs[cv.ATTR_VERSION] = cv.CONVENTION_VERSION
-    template.attrs[ATTR_LAYOUT] = plan.layout.to_attrs()
-    template.attrs[cv.ATTR_COMPLETE] = False
-    template.attrs[cv.ATTR_INPUTS] = plan.fingerprint
-    objects: dict[str, Any] = {}
-    with warnings.catch_warnings():
+def schema_sizes(plan: IngestPlan) -> dict[str, int]:
+    """The objects (key -> bytes) the writer creates before the tasks run: metadata and
+    coordinates, exactly as :meth:`ingest.output.CubeOutput.create` writes them."""
+    with warnings.catch_warnings():  # a real run warns once; a dry run plans, quietly
         warnings.simplefilter("ignore")
-        template.to_zarr(
-            MemoryStore(objects),
-            mode="w",
-            compute=False,
-            zarr_format=3,
-            consolidated=False,
-            encoding=plan.encoding,
-        )
+        objects = schema_objects(plan)
     return {key: len(value.to_bytes()) for key, value in objects.items()}
 
 

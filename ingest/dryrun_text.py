@@ -105,7 +105,9 @@ def _cube_lines(cube: CubeEstimate) -> list[str]:
 
 def _sample_lines(result: DryRun) -> list[str]:
     rates = result.rates
-    where = rates.measured_on or "the plan's own tasks"
+    where = rates.measured_on or (
+        f"{rates.samples[0].cube}" if rates.samples else "the plan (it has no tasks)"
+    )
     out = [
         f"Sampled {_n(len(rates.samples), 'task')} of {where} (read with the plan's reader, "
         "encoded in memory with its chunks, shards and codec; one warm-up read before, not "
@@ -114,7 +116,7 @@ def _sample_lines(result: DryRun) -> list[str]:
     for s in rates.samples:
         raw, stored = sum(s.raw.values()), sum(s.stored.values())
         out.append(
-            f"  task {s.index} of {s.cube}: {s.inputs} files, read+decode {_seconds(s.read_s)} "
+            f"  task {s.index}: {s.inputs} files, read+decode {_seconds(s.read_s)} "
             f"(CPU {_seconds(s.read_cpu_s)}), encode {_seconds(s.encode_s)} "
             f"(CPU {_seconds(s.encode_cpu_s)}), {size(raw)} -> {size(stored)}"
         )
@@ -153,12 +155,17 @@ def format_dry_run(result: DryRun, title: str = "") -> str:
         out.append("Batch index: plates.csv under DEST (1 object)")
     shards = sum(v.objects for c in cubes for v in c.variables)
     meta = sum(c.metadata_objects + c.other_objects for c in cubes) + result.index_objects
-    out.append(f"Objects to write: {result.objects} ({shards} shards, {meta} metadata and reports)")
+    out.append(
+        f"Objects to write: {result.objects:,} ({shards:,} shards, {meta:,} metadata and reports)"
+    )
     out.append(f"Estimated stored bytes: ~{size(result.stored_bytes)}")
     out += _sample_lines(result)
     slots = result.threads * result.workers
+    raw = sum(v.raw_bytes for c in cubes for v in c.variables if v.role == "tasks")
+    rate = size(raw / max(result.wall_s, 1e-9))
     out.append(
-        f"Estimated wall time: ~{_seconds(result.wall_s)} at {result.threads} threads x "
+        f"Estimated wall time: ~{_seconds(result.wall_s)} ({rate}/s of data) at "
+        f"{result.threads} threads x "
         f"{_n(result.workers, 'worker')}: tasks in parallel over {slots} slots, their CPU time "
         f"over at most min({slots}, {result.cores} cores here); the mean sampled task times the "
         "tasks to run. Not included: uploading (nothing was written), creating and finalizing."

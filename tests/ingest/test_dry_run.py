@@ -107,7 +107,7 @@ def test_text_names_samples_rates_and_prices(
     assert not dest.exists()
     assert re.search(r"Inputs: 48 files", text)
     assert re.search(r"images \(well 3, field 2, channel 8, y 64, x 64\) uint16, lz4hc1", text)
-    assert len(re.findall(r"task \(\d+, \d+\) of .*read\+decode .* encode ", text)) == 3
+    assert len(re.findall(r"task \(\d+, \d+\): 8 files, read\+decode .* encode ", text)) == 3
     assert "3 threads x 2 workers: tasks in parallel over 6 slots" in text
     assert "PUT/COPY/POST/LIST $0.005 per 1,000, GET $0.0004 per 1,000" in text
 
@@ -229,3 +229,35 @@ def test_json_is_valid_and_self_consistent(
     )
     assert plan["request_cost_usd"] == pytest.approx(expected)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_plan_from_names_only_is_the_plan_from_files(
+    local_plate: Path, sources: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the JUMP-scale plan rests on (benchmarks/jump_dry_run.py): a listing of names
+    (one real header) plans the same tasks, shards and bytes as the images themselves.
+    Without the plate's Index.idx.xml it has fewer (small) coordinate arrays."""
+    from ingest.dryrun import dry_run
+    from ingest.dryrun_rates import measure_rates
+    from ingest.sources.cellpainting import CellPaintingOptions
+    from ingest.sources.cellpainting.synth import parse_wells
+    from tests.helpers import names_only_plate
+
+    source, options = SOURCES["cellpainting"], CellPaintingOptions()
+    real = source.plan(str(local_plate), "s3://bkt/plate.zarr", options)
+    rates = measure_rates(real, 1)
+    names_only_plate("memory://names-only", parse_wells("A01,A02,B05"), 2, 64)
+    named = source.plan("memory://names-only/", "s3://bkt/plate.zarr", options)
+    sizes = dict.fromkeys({u for t in named[0].tasks for _, u in t.inputs}, 7)
+    a = dry_run(real, {}, rates=rates).to_json()
+    b = dry_run(named, {}, rates=rates, sizes=sizes).to_json()
+    assert b["cubes"][0]["input_bytes"] == 7 * a["cubes"][0]["inputs"]
+    assert b["cubes"][0]["arrays"] < a["cubes"][0]["arrays"]  # no Harmony index: fewer coords
+    for key in ("tasks", "groups", "inputs"):
+        assert b["cubes"][0][key] == a["cubes"][0][key], key
+    lines = [
+        (v["name"], v["shape"], v["objects"], v["raw_bytes"]) for v in a["cubes"][0]["variables"]
+    ]
+    assert [
+        (v["name"], v["shape"], v["objects"], v["raw_bytes"]) for v in b["cubes"][0]["variables"]
+    ] == lines
