@@ -13,7 +13,8 @@ them is what a dry run exists to avoid, so:
   size of an uncompressed 1080 x 1080 uint16 TIFF as the synthetic plate writes
   it (JUMP's are uncompressed or LZW; LZW ones are smaller);
 - the *rates and compression ratio* are measured, with the plan's reader and
-  codec, on a small real plate of the same shape per task: a synthetic
+  the writer's own task into memory (statistics, codec, shards, journal
+  marker), on a small real plate of the same shape per task: a synthetic
   1080 x 1080 plate of 2 wells x 2 fields x 8 channels written to local disk
   (``--sample-dir``), 3 sampled tasks after one warm-up. Synthetic images
   compress a little worse than the instrument's (docs/codecs.md, FIELD-NOTES:
@@ -97,7 +98,7 @@ def _real_ratio(source: object, options: CellPaintingOptions) -> None:
     s = rates.samples[0]
     print(
         f"Real Phenix field ({folder}, {s.inputs} LZW TIFFs of 1080x1080): read+decode "
-        f"{s.read_s * 1000:.0f} ms, encode {s.encode_s * 1000:.0f} ms, "
+        f"{s.read_s * 1000:.0f} ms, write {s.write_s * 1000:.0f} ms, "
         f"{size(sum(s.raw.values()))} -> {size(sum(s.stored.values()))} "
         f"(images ratio {rates.ratio('images'):.2f})"
     )

@@ -7,9 +7,10 @@ DEST, no journal, no lock. What it does read:
 - the input files' sizes from listings (one LIST per folder of inputs on S3,
   ``stat`` locally; no GET), unless ``sizes`` are given;
 - a few sampled tasks (first, middle and last of the first cube, plus one
-  warm-up read of the first that is not counted), read with the plan's own
-  reader and encoded in memory with the plan's own chunks, shards and codec:
-  their compression ratio gives the stored bytes, their times the wall time.
+  warm-up run of the first that is not counted), read with the plan's own
+  reader and written by the writer's own task into a copy of the cube in
+  memory (:mod:`ingest.dryrun_rates`): their compression ratio gives the
+  stored bytes, their times the wall time.
 
 Objects are counted from the plan: the schema's metadata and coordinate
 objects exactly (the template written to memory, as the writer does), one
@@ -83,6 +84,7 @@ class CubeEstimate:
     arrays: int  # zarr.json objects of arrays
     other_objects: int  # the quality report; the journal where it stays (appendable cubes)
     reads: int = 0  # GETs of SRC: each task reads each of its files whole, once
+    output: str = "cube"  # another output (OME-NGFF): its own layout, counted as a cube's
     requests: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -245,8 +247,8 @@ def wall_seconds(rates: Rates, n_tasks: int, slots: int, cores: int) -> float:
     """Tasks in parallel over ``slots``; their CPU time over at most ``min(slots, cores)``."""
     if not n_tasks:
         return 0.0
-    per_task = rates.mean("read_s") + rates.mean("encode_s")
-    cpu = rates.mean("read_cpu_s") + rates.mean("encode_cpu_s")
+    per_task = rates.mean("read_s") + rates.mean("write_s")
+    cpu = rates.mean("read_cpu_s") + rates.mean("write_cpu_s")
     return n_tasks * max(per_task / slots, cpu / min(slots, cores))
 
 
@@ -289,7 +291,8 @@ def estimate_cube(
 ) -> CubeEstimate:
     """What writing ``plan`` (its ``chosen`` tasks, for an array job's slice) involves."""
     tasks = [t for t in plan.tasks if chosen is None or t.index in chosen]
-    metadata = schema_sizes(plan) if isinstance(output_of(plan), CubeOutput) else {}
+    output = output_of(plan)
+    metadata = schema_sizes(plan) if isinstance(output, CubeOutput) else {}
     task_vars = set(plan.variables) | set(plan.derived)
     lines = []
     for name in plan.template.data_vars:
@@ -319,6 +322,7 @@ def estimate_cube(
         # (the exact partial statistics an append merges: finalize.complete)
         other_objects=(1 if chosen is None else 0) + (len(tasks) + 1 if plan.append_dim else 0),
         reads=sum(len(u) for u in per_task_urls),
+        output="cube" if isinstance(output, CubeOutput) else type(output).__name__,
     )
     estimate.requests = requests_of(plan, estimate, processes, finalize=chosen is None)
     return estimate

@@ -44,8 +44,13 @@ def run_dry_run(
     )
     if args.json:
         print(json.dumps(result.to_json(), indent=1, default=str))
-    else:
-        print(format_dry_run(result, f"{args.command} {args.src} -> {args.dest}"))
+        return
+    print(format_dry_run(result, f"{args.command} {args.src} -> {args.dest}"))
+    if args.scheduler:
+        print(
+            f"Note: --scheduler {args.scheduler}: its workers are not known here; the wall time "
+            "is for one worker of --threads threads (divide by the cluster's workers)."
+        )
 
 
 def size(n: float) -> str:
@@ -96,6 +101,11 @@ def _cube_lines(cube: CubeEstimate) -> list[str]:
             f"{_n(sum(v.objects for v in final), 'object')}, "
             f"{size(sum(v.raw_bytes for v in final))}"
         )
+    if cube.output != "cube":
+        out.append(
+            f"  output {cube.output}: its own layout; its data counted as a cube's would be, "
+            "its metadata objects not (a real run writes more objects and requests)"
+        )
     out.append(
         f"  schema: {cube.metadata_objects} metadata and coordinate objects, "
         f"{size(cube.metadata_bytes)}; quality report and journal: {cube.other_objects}"
@@ -109,16 +119,16 @@ def _sample_lines(result: DryRun) -> list[str]:
         f"{rates.samples[0].cube}" if rates.samples else "the plan (it has no tasks)"
     )
     out = [
-        f"Sampled {_n(len(rates.samples), 'task')} of {where} (read with the plan's reader, "
-        "encoded in memory with its chunks, shards and codec; one warm-up read before, not "
-        "counted):"
+        f"Sampled {_n(len(rates.samples), 'task')} of {where}: read with the plan's reader, "
+        "written by the writer's own task (statistics, the plan's codec, shards, journal "
+        "marker) into a copy of the cube in memory; one warm-up run before, not counted:"
     ]
     for s in rates.samples:
         raw, stored = sum(s.raw.values()), sum(s.stored.values())
         out.append(
             f"  task {s.index}: {s.inputs} files, read+decode {_seconds(s.read_s)} "
-            f"(CPU {_seconds(s.read_cpu_s)}), encode {_seconds(s.encode_s)} "
-            f"(CPU {_seconds(s.encode_cpu_s)}), {size(raw)} -> {size(stored)}"
+            f"(CPU {_seconds(s.read_cpu_s)}), write {_seconds(s.write_s)} "
+            f"(CPU {_seconds(s.write_cpu_s)}), {size(raw)} -> {size(stored)}"
         )
     names = sorted({n for s in rates.samples for n in s.raw})
     if names:

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 
@@ -83,6 +84,8 @@ def test_local_dry_run_writes_nothing_and_matches_the_run(
     src, dest = sources[name], tmp_path / "out" / "cube.zarr"
     plan = _dry_run(capsys, name, str(src), str(dest))
     assert not (tmp_path / "out").exists()  # no cube, journal, lock or parent folder
+    memory = fsspec.filesystem("memory").store  # the sampled tasks' copy of the cube is gone
+    assert not [key for key in memory if "cellcubes-dry-run" in key]
 
     inputs = INPUTS[name](src)
     assert sum(c["inputs"] for c in plan["cubes"]) == len(inputs)
@@ -107,7 +110,7 @@ def test_text_names_samples_rates_and_prices(
     assert not dest.exists()
     assert re.search(r"Inputs: 48 files", text)
     assert re.search(r"images \(well 3, field 2, channel 8, y 64, x 64\) uint16, lz4hc1", text)
-    assert len(re.findall(r"task \(\d+, \d+\): 8 files, read\+decode .* encode ", text)) == 3
+    assert len(re.findall(r"task \(\d+, \d+\): 8 files, read\+decode .* write ", text)) == 3
     assert "3 threads x 2 workers: tasks in parallel over 6 slots" in text
     assert "PUT/COPY/POST/LIST $0.005 per 1,000, GET $0.0004 per 1,000" in text
 
