@@ -46,6 +46,7 @@ from tests.helpers import names_only_plate, real_data  # noqa: E402
 
 PLATE = "BR00117035"  # a cpg0016 source_4 plate id
 DEST = f"s3://my-bucket/cpg0016/source_4/{PLATE}.zarr"
+SETTINGS = ((8, 1, 2), (8, 1, 8), (4, 4, 16))  # threads, workers, cores
 
 
 def main() -> None:
@@ -73,18 +74,25 @@ def main() -> None:
     names_only_plate("memory://jump", parse_wells("384"), 9, JUMP_SIZE, plate=PLATE)
     plans = source.plan("memory://jump/", DEST, options)
     urls = {url for plan in plans for task in plan.tasks for _, url in task.inputs}
+    sizes = dict.fromkeys(urls, tiff_size)
     result = dry_run(
         plans,
         {},
         threads=args.threads,
         workers=args.workers,
         rates=rates,
-        sizes=dict.fromkeys(urls, tiff_size),
+        sizes=sizes,
     )
     if args.json:
         print(json.dumps(result.to_json(), indent=1, default=str))
         return
     print(format_dry_run(result, f"cellpainting <a 384-well source_4 plate> -> {DEST}"))
+    print("\nThe same rates at other settings (threads x workers, cores of the machine):")
+    for threads, workers, cores in SETTINGS:
+        other = dry_run(
+            plans, {}, threads=threads, workers=workers, rates=rates, sizes=sizes, cores=cores
+        )
+        print(f"  {threads} x {workers} on {cores} cores: ~{other.wall_s / 60:.1f} min")
     _real_ratio(source, options)
 
 

@@ -181,6 +181,7 @@ def dry_run(
     rates: Rates | None = None,
     sizes: dict[str, int] | None = None,
     batch: bool = False,
+    cores: int | None = None,
 ) -> DryRun:
     """Estimate what writing ``plans`` reads, writes, requests and costs; write nothing.
 
@@ -203,6 +204,8 @@ def dry_run(
         Input sizes by URL (a listing), instead of listing SRC.
     batch
         The plans are a batch under one prefix (a ``plates.csv`` is written).
+    cores
+        Cores of the machine that will run the job (default: this one's).
 
     Returns
     -------
@@ -221,7 +224,8 @@ def dry_run(
         estimate_cube(plan, rates, sizes, mine, processes)
         for plan, mine in zip(plans, chosen, strict=True)
     ]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     n_tasks = sum(c.tasks for c in cubes)
     wall = wall_seconds(rates, n_tasks, threads * processes, cores or 1)
     for cube in cubes:  # the lock's heartbeat: a GET and a PUT every lease / 4

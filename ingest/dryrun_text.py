@@ -177,7 +177,7 @@ def format_dry_run(result: DryRun, title: str = "") -> str:
         f"Estimated wall time: ~{_seconds(result.wall_s)} ({rate}/s of data) at "
         f"{result.threads} threads x "
         f"{_n(result.workers, 'worker')}: tasks in parallel over {slots} slots, their CPU time "
-        f"over at most min({slots}, {result.cores} cores here); the mean sampled task times the "
+        f"over at most min({slots}, {result.cores} cores); the mean sampled task times the "
         "tasks to run. Not included: uploading (nothing was written), creating and finalizing."
     )
     out += _request_lines(result)
