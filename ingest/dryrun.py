@@ -113,6 +113,7 @@ class DryRun:
     remote_src: bool
     task_slice: TaskSlice | None = None
     index_objects: int = 0  # a batch's plates.csv
+    load: float = 0.0  # this machine's 1-minute load average while sampling
 
     @property
     def objects(self) -> int:
@@ -244,6 +245,7 @@ def dry_run(
         remote_src=any(not is_local(u) for u in urls),
         task_slice=task_slice,
         index_objects=1 if batch and task_slice is None else 0,
+        load=os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 from ingest.dryrun import (
@@ -180,6 +181,13 @@ def format_dry_run(result: DryRun, title: str = "") -> str:
         f"over at most min({slots}, {result.cores} cores); the mean sampled task times the "
         "tasks to run. Not included: uploading (nothing was written), creating and finalizing."
     )
+    here = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if result.load > (here or 1):
+        out.append(
+            f"  This machine is busy (load average {result.load:.1f} on {here} cores): the "
+            "samples ran slower than alone, and the estimate assumes the cores are the job's own; "
+            "a run sharing them takes longer."
+        )
     out += _request_lines(result)
     return "\n".join(out)
 
