@@ -264,3 +264,22 @@ def test_a_plan_from_names_only_is_the_plan_from_files(
     assert [
         (v["name"], v["shape"], v["objects"], v["raw_bytes"]) for v in b["cubes"][0]["variables"]
     ] == lines
+
+
+def test_a_batch_counts_every_plate_and_its_index(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ingest.sources.cellpainting.synth import parse_wells, write_synth_plate
+
+    src, dest = tmp_path / "batch", tmp_path / "out"
+    for plate, wells in (("P1", "2"), ("P2", "3")):
+        write_synth_plate(str(src), wells=parse_wells(wells), fields=1, size=32, plate=plate)
+    plan = _dry_run(capsys, "cellpainting", str(src), str(dest))
+    assert not dest.exists()
+    assert [Path(c["dest"]).name for c in plan["cubes"]] == ["P1.zarr", "P2.zarr"]
+    assert plan["index_objects"] == 1  # plates.csv
+    assert main(["cellpainting", str(src), str(dest), "--no-progress"]) == 0
+    written = _files(dest)
+    assert plan["objects"] == len(written)
+    stored = sum(p.stat().st_size for p in written)
+    assert plan["stored_bytes"] == pytest.approx(stored, rel=STORED_TOLERANCE)
