@@ -161,6 +161,8 @@ def _run_source(args: argparse.Namespace) -> None:
     from ingest.writer import write_cubes
 
     source = SOURCES[args.command]
+    if args.json and not args.dry_run:
+        raise ArgumentError("--json prints a dry run's plan: add --dry-run, or leave --json out.")
     task_slice = TaskSlice.resolve(args.task_index, args.task_count)
     src_options = resolve_storage_options(
         args.src, endpoint_url=args.endpoint_url, anon=True if args.anon else None

@@ -145,6 +145,14 @@ def test_bad_src_fails_as_a_real_run(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_json_without_dry_run_is_refused(
+    local_plate: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["arrays", str(local_plate), str(tmp_path / "a.zarr"), "--json"]) == 2
+    assert "add --dry-run" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 class _RequestLog(logging.Handler):
     """The moto server's request lines (werkzeug's log), as ``(method, path)``."""
 
