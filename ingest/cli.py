@@ -124,6 +124,13 @@ def _source_arguments(p: argparse.ArgumentParser) -> None:
         f"{FLOAT_DEFAULT} for floats; a cube resumed or appended to keeps its own)",
     )
     progress_argument(p)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="write nothing: print the inputs, cubes, objects, stored bytes, S3 requests, cost "
+        "and wall time the run would take (rates from a few sampled tasks)",
+    )
+    p.add_argument("--json", action="store_true", help="with --dry-run: print it as JSON")
     array = p.add_argument_group(
         "array jobs",
         "write one slice of the plan per task (default from AWS_BATCH_JOB_ARRAY_INDEX / "
@@ -160,6 +167,8 @@ def _run_source(args: argparse.Namespace) -> None:
     from ingest.writer import write_cubes
 
     source = SOURCES[args.command]
+    if args.json and not args.dry_run:
+        raise ArgumentError("--json prints a dry run's plan: add --dry-run, or leave --json out.")
     task_slice = TaskSlice.resolve(args.task_index, args.task_count)
     src_options = resolve_storage_options(
         args.src, endpoint_url=args.endpoint_url, anon=True if args.anon else None
@@ -168,6 +177,11 @@ def _run_source(args: argparse.Namespace) -> None:
     options = source.options_from_args(args, src_options)
     plans = source.plan(args.src, args.dest, options)
     check_batch_dest(args.src, args.dest, plans, dest_options)
+    if args.dry_run:
+        from ingest.dryrun_text import run_dry_run
+
+        run_dry_run(args, plans, dest_options, task_slice)
+        return
     results = write_cubes(
         plans,
         dest_options,

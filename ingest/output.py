@@ -20,7 +20,14 @@ from cubes.store import filesystem, group_array, join_url, storage_errors, zarr_
 from ingest.journal import start_journal
 from ingest.plan import IngestPlan
 
-__all__ = ["CONSOLIDATED_WARNING", "CubeOutput", "Locator", "Output", "output_of"]
+__all__ = [
+    "CONSOLIDATED_WARNING",
+    "CubeOutput",
+    "Locator",
+    "Output",
+    "output_of",
+    "schema_objects",
+]
 
 CONSOLIDATED_WARNING = "Consolidated metadata is currently not part in the Zarr format 3"
 
@@ -90,21 +97,7 @@ class CubeOutput:
         together (one concurrent batch instead of ~40 sequential round trips),
         the group's own metadata last: a cube is there only when all of it is.
         """
-        template = plan.template.copy()
-        template.attrs.update(plan.attrs)
-        template.attrs[cv.ATTR_VERSION] = cv.CONVENTION_VERSION
-        template.attrs[ATTR_LAYOUT] = plan.layout.to_attrs()
-        template.attrs[cv.ATTR_COMPLETE] = False
-        template.attrs[cv.ATTR_INPUTS] = plan.fingerprint
-        objects: dict[str, Any] = {}
-        template.to_zarr(
-            MemoryStore(objects),
-            mode="w",
-            compute=False,
-            zarr_format=3,
-            consolidated=False,
-            encoding=plan.encoding,
-        )
+        objects = schema_objects(plan)
         fs, root = filesystem(plan.dest, options)
         files = {join_url(root, key): value.to_bytes() for key, value in objects.items()}
         root_key = join_url(root, "zarr.json")
@@ -143,6 +136,27 @@ class CubeOutput:
             {cv.ATTR_PROVENANCE: provenance, "quality": quality, cv.ATTR_COMPLETE: True}
         )
         consolidate(store)
+
+
+def schema_objects(plan: IngestPlan) -> dict[str, Any]:
+    """The cube's schema as zarr objects (key -> buffer): metadata and coordinates, written
+    by xarray into memory; the lazy data variables stay unwritten."""
+    template = plan.template.copy()
+    template.attrs.update(plan.attrs)
+    template.attrs[cv.ATTR_VERSION] = cv.CONVENTION_VERSION
+    template.attrs[ATTR_LAYOUT] = plan.layout.to_attrs()
+    template.attrs[cv.ATTR_COMPLETE] = False
+    template.attrs[cv.ATTR_INPUTS] = plan.fingerprint
+    objects: dict[str, Any] = {}
+    template.to_zarr(
+        MemoryStore(objects),
+        mode="w",
+        compute=False,
+        zarr_format=3,
+        consolidated=False,
+        encoding=plan.encoding,
+    )
+    return objects
 
 
 def consolidate(store: Any) -> None:

@@ -24,7 +24,7 @@ from ingest.journal import load_done, record_done
 from ingest.plan import BlockReader, IngestPlan, ShardTask
 from ingest.stats import ChannelStats
 
-__all__ = ["Job", "Partial", "delayed_tasks", "merge_partials", "open_array"]
+__all__ = ["Job", "Partial", "delayed_tasks", "forget_arrays", "merge_partials", "open_array"]
 
 Index = tuple[int, ...]
 
@@ -214,6 +214,13 @@ def delayed_tasks(
 
 _arrays: dict[tuple[int, str, str, str, str], zarr.Array] = {}
 _arrays_lock = threading.Lock()
+
+
+def forget_arrays(dest: str) -> None:
+    """Drop the arrays of ``dest`` opened by :func:`open_array` (a cube that is gone)."""
+    with _arrays_lock:
+        for key in [k for k in _arrays if k[1] == dest]:
+            del _arrays[key]
 
 
 def open_array(job: Job, variable: str) -> zarr.Array:

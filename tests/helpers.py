@@ -41,3 +41,35 @@ def real_data(*parts: str) -> Path | None:
         if root.is_dir() and root.joinpath(*parts).exists():
             return root.joinpath(*parts)
     return None
+
+
+def names_only_plate(
+    root: str,
+    wells: list[tuple[int, int]],
+    fields: int,
+    size: int,
+    *,
+    plate: str = "SYNTH0001",
+    channels: int = 8,
+) -> list[str]:
+    """A plate folder of image *names* on fsspec's ``memory://`` file system, for planning at
+    scale without writing images: the first image is a real (zlib, all-zero) ``size`` x ``size``
+    uint16 TIFF, whose header the planner reads; every other file is empty. Returns the URLs.
+    """
+    import fsspec
+
+    from ingest.sources.cellpainting.synth import TIMESTAMP
+
+    fs = fsspec.filesystem("memory")
+    folder = f"{root.rstrip('/')}/{plate}__{TIMESTAMP}-Measurement1/Images"
+    header = io.BytesIO()
+    tifffile.imwrite(header, np.zeros((size, size), np.uint16), compression="zlib")
+    urls = [
+        f"{folder}/r{row:02d}c{column:02d}f{field:02d}p01-ch{channel}sk1fk1fl1.tiff"
+        for row, column in sorted(wells)
+        for field in range(1, fields + 1)
+        for channel in range(1, channels + 1)
+    ]
+    for k, url in enumerate(urls):
+        fs.pipe_file(url, header.getvalue() if k == 0 else b"")
+    return urls
