@@ -21,6 +21,7 @@ from cubes.store import resolve_storage_options
 from ingest.checks import check_batch_dest, int_at_least
 from ingest.cli_common import common_arguments, epilog, storage_arguments, sub_parser
 from ingest.codecs import CODECS, FLOAT_DEFAULT, INTEGER_DEFAULT, codec_choice
+from ingest.recipe.cli import add_recipe_command
 from ingest.sources import SOURCES, ArgumentError
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         storage_arguments(p, with_anon=True)
         common_arguments(p)
         p.set_defaults(handler=_run_source)
+    add_recipe_command(sub)
     _finalize_parser(sub)
     for source in SOURCES.values():  # a source's own commands (synth-plate, synth-climate)
         add_commands = getattr(source, "add_commands", None)
@@ -213,9 +215,12 @@ def _summarize(
 
 
 def _run_finalize(args: argparse.Namespace) -> None:
+    from ingest.recipe import finalize_recipe, is_recipe_output, print_report
     from ingest.writer import finalize_cubes
 
     options = resolve_storage_options(args.dest, endpoint_url=args.endpoint_url)
+    if is_recipe_output(args.dest, options):  # a recipe's units, not a cube's slices
+        return print_report(finalize_recipe(args.dest, options))
     done = finalize_cubes(args.dest, options)
     if not done:
         print(f"{args.dest} is complete: nothing to finalize")

@@ -6,9 +6,16 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from ingest.checks import endpoint_url
+from ingest.checks import endpoint_url, int_at_least
 
-__all__ = ["LOG_LEVELS", "common_arguments", "epilog", "storage_arguments", "sub_parser"]
+__all__ = [
+    "LOG_LEVELS",
+    "common_arguments",
+    "epilog",
+    "run_arguments",
+    "storage_arguments",
+    "sub_parser",
+]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -59,4 +66,36 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
         choices=LOG_LEVELS,
         default="WARNING",
         help="what to log on stderr: DEBUG (with tracebacks), INFO, WARNING (default) or ERROR",
+    )
+
+
+def run_arguments(p: argparse.ArgumentParser) -> None:
+    """Where a job runs: ``--threads``, ``--workers``, ``--scheduler``, ``--no-progress`` and the
+    array-job options ``--task-index`` / ``--task-count``."""
+    p.add_argument(
+        "--threads",
+        type=int_at_least(1),
+        default=8,
+        help="threads (per worker process), 1 or more (default 8)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int_at_least(1),
+        default=None,
+        help="start a LocalCluster of N processes, 1 or more (default: threads only)",
+    )
+    p.add_argument(
+        "--scheduler", default=None, help="address of a dask.distributed scheduler to use"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    array = p.add_argument_group(
+        "array jobs",
+        "run one slice per task (default from AWS_BATCH_JOB_ARRAY_INDEX / "
+        "AWS_BATCH_JOB_ARRAY_SIZE or JOB_COMPLETION_INDEX), then `finalize DEST`",
+    )
+    array.add_argument(
+        "--task-index", type=int_at_least(0), default=None, help="this slice, 0-based"
+    )
+    array.add_argument(
+        "--task-count", type=int_at_least(1), default=None, help="number of slices, 1 or more"
     )
