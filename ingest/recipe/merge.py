@@ -26,7 +26,8 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import xarray as xr
 import zarr
 from zarr.storage import MemoryStore
@@ -175,12 +176,13 @@ def _merge_tables(
         if not names:
             continue
         parts = store.get_many(store.part(n, SUFFIX[TABLE]) for n in names)
-        frames = [read_table(parts[store.part(n, SUFFIX[TABLE])]) for n in names]
-        frames = [f for f in frames if len(f)] or frames[:1]  # empty parts add no rows
-        table = pd.concat(frames, ignore_index=True)
+        tables = [read_table(parts[store.part(n, SUFFIX[TABLE])]) for n in names]
+        tables = [t for t in tables if t.num_rows] or tables[:1]  # empty parts add no rows
+        table = pa.concat_tables(tables, promote_options="permissive")
         url = join_url(store.url, PART_NAME.format(k))
-        buf = table.to_parquet(index=False)
-        store.put(url, bytes(buf) if buf is not None else b"")
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf)
+        store.put(url, buf.getvalue().to_pybytes())
         outputs.append(url)
     return outputs
 
