@@ -11,7 +11,7 @@
   is written in blocks of units along the first unit dim, one block per chunk.
 
 ``_recipe/report.json`` is written last: the outputs are complete when it is
-there; it lists the failed units with their exception text. Parts and markers
+there; it lists the failed units with their exception text. The units' results
 are kept, so that a later run (a failed unit tried again) can merge again.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -45,8 +46,9 @@ from cubes.store import (
     zarr_store,
 )
 from ingest.output import consolidate
-from ingest.recipe.results import ARRAYS, SUFFIX, TABLE, read_arrays, read_table
-from ingest.recipe.run import DONE, check_schemas
+from ingest.recipe.load import RecipeError
+from ingest.recipe.results import ABSENT, KIND, SUFFIX, TABLE, read_part, schema_of
+from ingest.recipe.run import check_schemas
 from ingest.recipe.store import RecipeDest
 from ingest.recipe.units import parse_uid, slice_of, slice_units, uid
 from ingest.slices import IncompleteSlicesError
@@ -66,52 +68,39 @@ def is_recipe_output(dest: str, options: dict[str, Any]) -> bool:
 
 
 def finalize_recipe(dest: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Merge the parts of every unit into DEST's outputs; returns the report.
+    """Merge the results of every unit into DEST's outputs; returns the report.
 
     Raises
     ------
     IncompleteSlicesError
-        Some units have neither a marker nor a failure record; the message
-        names their slices.
+        Some units are neither done nor recorded as failed; the message names
+        their slices.
     RecipeError
-        Units returned results of different kinds, columns or arrays.
+        Units returned results of different kinds, columns or arrays (named).
     """
     start = time.perf_counter()
     store = RecipeDest(dest, options)
     manifest = store.get_json(store.manifest())
     if manifest is None:
         raise SchemaError(f"{dest} holds no recipe output ({store.manifest()} is absent).")
-    shape = tuple(manifest["shape"])
-    units = [tuple(int(i) for i in ix) for ix in np.ndindex(*shape)]
-    done = set(store.names("done", ".json"))
-    failed_names = set(store.names("failed", ".json")) - done
-    _check_all_there(store, manifest, units, done | failed_names)
-    markers = [_json(b) for b in store.get_many(store.marker(n) for n in sorted(done)).values()]
-    by_unit = {m["unit"]: m for m in markers}
-    by_unit.update({n: {"status": "failed", "unit": n} for n in failed_names})
-    results = [by_unit[uid(i)] for i in units if by_unit[uid(i)]["status"] == DONE]
-    check_schemas(_describer(manifest), f"{manifest['recipe']}:{manifest['function']}", results)
+    units = [uid(tuple(int(i) for i in ix)) for ix in np.ndindex(*manifest["shape"])]
+    done = store.names("done")
+    failed_names = sorted(set(store.names("failed")) - set(done))
+    _check_all_there(store, manifest, units, set(done) | set(failed_names))
+    merge = _Merge(store, manifest, units, done)
     store.remove(store.report())
-    kind = results[0]["schema"]["kind"] if results else None
-    outputs: list[str] = []
-    if kind == TABLE:
-        outputs = _merge_tables(store, manifest, units, by_unit)
-    elif kind == ARRAYS:
-        outputs = [_merge_arrays(store, manifest, units, by_unit)]
-    failed = [store.get_json(store.failure(n)) for n in sorted(failed_names)]
+    outputs = merge.tables() if merge.kind == TABLE else merge.arrays() if merge.kind else []
+    failed = [store.get_json(store.failure(n)) for n in failed_names]
     report = {
         "dest": dest,
-        "recipe": manifest["recipe"],
-        "recipe_sha256": manifest["recipe_sha256"],
-        "function": manifest["function"],
-        "source": manifest["source"],
+        **{k: manifest[k] for k in ("recipe", "recipe_sha256", "function", "source")},
         "source_fingerprint": manifest["source_fingerprint"],
-        "kind": kind,
+        "kind": merge.kind or None,
         "units": len(units),
-        "done": len(results),
-        "absent": sum(m["status"] != DONE for m in markers),
+        "done": len(merge.names),
+        "absent": sum(s == ABSENT for s in done.values()),
         "failed": [{k: f[k] for k in ("unit", "coords", "error")} for f in failed if f],
-        "rows": sum(m.get("rows") or 0 for m in results) if kind == TABLE else None,
+        "rows": merge.rows if merge.kind == TABLE else None,
         "outputs": outputs,
         "seconds": round(time.perf_counter() - start, 3),
         "finalized": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -120,163 +109,187 @@ def finalize_recipe(dest: str, options: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def _json(data: bytes) -> dict[str, Any]:
-    import json
+class _Merge:
+    """The units with a result (in unit order), read in groups and checked against the first."""
 
-    value: dict[str, Any] = json.loads(data)
-    return value
-
-
-def _describer(manifest: dict[str, Any]) -> Any:
-    dims, labels = manifest["unit_dims"], manifest["labels"]
-
-    def describe(name: str) -> str:
-        index = parse_uid(name)
-        return ", ".join(
-            f"{d}={labels[k][i]}" for k, (d, i) in enumerate(zip(dims, index, strict=True))
-        )
-
-    return describe
-
-
-def _check_all_there(
-    store: RecipeDest, manifest: dict[str, Any], units: list[tuple[int, ...]], seen: set[str]
-) -> None:
-    missing = [p for p, i in enumerate(units) if uid(i) not in seen]
-    if not missing:
-        return
-    count = manifest.get("count") or 1
-    slices = sorted({slice_of(p, len(units), count) for p in missing})
-    describe = _describer(manifest)
-    first = "; ".join(describe(uid(units[p])) for p in missing[:3])
-    raise IncompleteSlicesError(
-        f"{store.url}: {len(missing)} of {len(units)} units are not done yet ({first}"
-        f"{' …' if len(missing) > 3 else ''}), in slice(s) {', '.join(map(str, slices))} of "
-        f"{count}. Run those slices again (the same command computes only the missing units), "
-        "then finalize."
-    )
-
-
-def _merge_tables(
-    store: RecipeDest,
-    manifest: dict[str, Any],
-    units: list[tuple[int, ...]],
-    by_unit: dict[str, dict[str, Any]],
-) -> list[str]:
-    """One Parquet file per slice, rows in unit order; stale files from an earlier merge go."""
-    fs, root = filesystem(store.url, store.options)
-    with storage_errors(store.url, store.options):
-        old = fs.glob(join_url(root, "part-*.parquet"))
-        if old:
-            fs.rm(old)
-    count = manifest.get("count") or 1
-    outputs = []
-    for k in range(count):
-        names = [uid(i) for i in slice_units(units, k, count) if by_unit[uid(i)]["status"] == DONE]
-        if not names:
-            continue
-        parts = store.get_many(store.part(n, SUFFIX[TABLE]) for n in names)
-        tables = [read_table(parts[store.part(n, SUFFIX[TABLE])]) for n in names]
-        tables = [t for t in tables if t.num_rows] or tables[:1]  # empty parts add no rows
-        table = pa.concat_tables(tables, promote_options="permissive")
-        url = join_url(store.url, PART_NAME.format(k))
-        buf = pa.BufferOutputStream()
-        pq.write_table(table, buf)
-        store.put(url, buf.getvalue().to_pybytes())
-        outputs.append(url)
-    return outputs
-
-
-def _merge_arrays(
-    store: RecipeDest,
-    manifest: dict[str, Any],
-    units: list[tuple[int, ...]],
-    by_unit: dict[str, dict[str, Any]],
-) -> str:
-    """The derived cube at DEST, written one block of units (one chunk) at a time."""
-    dims = tuple(manifest["unit_dims"])
-    shape = tuple(manifest["shape"])
-    done = [uid(i) for i in units if by_unit[uid(i)]["status"] == DONE]
-    schema = by_unit[done[0]]["schema"]["arrays"]
-    first = read_arrays(store.get(store.part(done[0], SUFFIX[ARRAYS])) or b"")
-    unit_bytes = sum(
-        int(np.prod(a["shape"])) * np.dtype(a["dtype"]).itemsize for a in schema.values()
-    )
-    block = max(1, min(shape[0], BLOCK_BYTES // max(1, unit_bytes * int(np.prod(shape[1:])))))
-    source_options = resolve_storage_options(
-        manifest["source"], endpoint_url=store.options.get("endpoint_url")
-    )
-    template = _template(manifest, schema, first, block, source_options)
-    _write_template(store, template)
-    group = zarr.open_group(
-        zarr_store(store.url, store.options, read_only=False),
-        mode="r+",
-        zarr_format=3,
-        use_consolidated=False,
-    )
-    present = np.zeros(shape, dtype=bool)
-    for name in done:
-        present[parse_uid(name)] = True
-
-    def write(start: int) -> None:
-        stop = min(start + block, shape[0])
-        names = [n for n in done if start <= parse_uid(n)[0] < stop]
-        parts = store.get_many(store.part(n, SUFFIX[ARRAYS]) for n in names)
-        for var, spec in schema.items():
-            values = np.full(
-                (stop - start, *shape[1:], *spec["shape"]),
-                _fill(spec["dtype"]),
-                dtype=spec["dtype"],
+    def __init__(
+        self, store: RecipeDest, manifest: dict[str, Any], units: list[str], done: dict[str, str]
+    ) -> None:
+        names = [n for n in units if done.get(n) in KIND]
+        self.store, self.manifest, self.units, self.names = store, manifest, units, names
+        self.describe = _describer(manifest)
+        self.recipe = f"{manifest['recipe']}:{manifest['function']}"
+        self.rows = 0
+        kinds = {KIND[done[n]]: n for n in names}
+        if len(kinds) > 1:
+            first, other = (next(n for n in names if KIND[done[n]] == k) for k in kinds)
+            raise RecipeError(
+                f"{self.recipe} returned a {KIND[done[first]]} for unit {self.describe(first)} "
+                f"but {KIND[done[other]]} for unit {self.describe(other)}. A recipe must return "
+                "the same kind of result for every unit: fix it and run again with --overwrite."
             )
-            for n in names:
-                index = parse_uid(n)
-                values[(index[0] - start, *index[1:])] = read_arrays(
-                    parts[store.part(n, SUFFIX[ARRAYS])]
-                )[var].values
-            group_array(group, var)[start:stop] = values
+        self.kind = next(iter(kinds), "")  # "": no unit has a result
+        self.n_coords = len(manifest["unit_dims"])
+        self.first: Any = None
+        if self.kind:
+            self.first = self.read(names[:1])[names[0]]
 
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(write, range(0, shape[0], block)))
-    group_array(group, cv.PRESENT)[...] = present
+    def read(self, names: list[str]) -> dict[str, Any]:
+        """The parts of ``names``, read at once and checked against the first unit's schema."""
+        urls = {n: self.store.done(n, SUFFIX[self.kind]) for n in names}
+        found = self.store.get_many(urls.values())
+        missing = [n for n, u in urls.items() if u not in found]
+        if missing:
+            raise SchemaError(
+                f"{urls[missing[0]]} vanished while merging; run the recipe again (it computes "
+                "only the units without a result), then finalize."
+            )
+        parts = {n: read_part(self.kind, found[u]) for n, u in urls.items()}
+        if self.first is not None:
+            reference = {"unit": self.names[0], "schema": self.schema(self.first)}
+            for n, part in parts.items():
+                check_schemas(
+                    self.describe,
+                    self.recipe,
+                    [reference, {"unit": n, "schema": self.schema(part)}],
+                )
+        return parts
+
+    def schema(self, part: Any) -> dict[str, Any]:
+        return schema_of(self.kind, part, self.n_coords if self.kind == TABLE else 0)
+
+    def tables(self) -> list[str]:
+        """One Parquet file per slice, rows in unit order; files of an earlier merge go first."""
+        store = self.store
+        fs, root = filesystem(store.url, store.options)
+        with storage_errors(store.url, store.options):
+            old = fs.glob(join_url(root, "part-*.parquet"))
+            if old:
+                fs.rm(old)
+        count = self.manifest.get("count") or 1
+        outputs = []
+        for k in range(count):
+            with_result = set(self.names)
+            names = [n for n in slice_units(self.units, k, count) if n in with_result]
+            if not names:
+                continue
+            parts = self.read(names)
+            tables = [parts[n] for n in names if parts[n].num_rows] or [parts[names[0]]]
+            table = pa.concat_tables(tables, promote_options="permissive")
+            self.rows += table.num_rows
+            buf = pa.BufferOutputStream()
+            pq.write_table(table, buf)
+            url = join_url(store.url, PART_NAME.format(k))
+            store.put(url, buf.getvalue().to_pybytes())
+            outputs.append(url)
+        return outputs
+
+    def arrays(self) -> list[str]:
+        """The derived cube at DEST, written one block of units (one chunk) at a time."""
+        store, manifest = self.store, self.manifest
+        shape = tuple(manifest["shape"])
+        schema = self.schema(self.first)["arrays"]
+        unit_bytes = sum(
+            int(np.prod(a["shape"])) * np.dtype(a["dtype"]).itemsize for a in schema.values()
+        )
+        block = max(1, min(shape[0], BLOCK_BYTES // max(1, unit_bytes * int(np.prod(shape[1:])))))
+        source_options = resolve_storage_options(
+            manifest["source"], endpoint_url=store.options.get("endpoint_url")
+        )
+        _write_template(store, _template(manifest, schema, self.first, block, source_options))
+        group = zarr.open_group(
+            zarr_store(store.url, store.options, read_only=False),
+            mode="r+",
+            zarr_format=3,
+            use_consolidated=False,
+        )
+        present = np.zeros(shape, dtype=bool)
+        for name in self.names:
+            present[parse_uid(name)] = True
+
+        def write(start: int) -> None:
+            stop = min(start + block, shape[0])
+            names = [n for n in self.names if start <= parse_uid(n)[0] < stop]
+            parts = self.read(names) if names else {}
+            for var, spec in schema.items():
+                values = np.full(
+                    (stop - start, *shape[1:], *spec["shape"]),
+                    _fill(spec["dtype"]),
+                    dtype=spec["dtype"],
+                )
+                for n, part in parts.items():
+                    index = parse_uid(n)
+                    values[(index[0] - start, *index[1:])] = part[var].values
+                group_array(group, var)[start:stop] = values
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(write, range(0, shape[0], block)))
+        group_array(group, cv.PRESENT)[...] = present
+        _complete(group, manifest, schema, present)
+        return [store.url]
+
+
+def _complete(
+    group: zarr.Group, manifest: dict[str, Any], schema: dict[str, Any], present: np.ndarray
+) -> None:
+    """The derived cube's layout, provenance and completion mark; consolidated metadata."""
     layout = Layout(
         kind="recipe",
-        sample_dims=dims,
+        sample_dims=tuple(manifest["unit_dims"]),
         window_dims=(),
         variables=tuple(schema),
         mask=cv.PRESENT,
         mask_item="unit",
     )
+    keys = ("recipe", "recipe_sha256", "function", "source", "source_fingerprint", "software")
+    provenance = {k: manifest[k] for k in keys} | {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "n_present": int(present.sum()),
+        "n_missing": int(present.size - present.sum()),
+    }
+    inputs = (manifest["recipe_sha256"] + manifest["source_fingerprint"]).encode()
     group.attrs.update(
         {
             cv.ATTR_KIND: "recipe",
             cv.ATTR_VERSION: cv.CONVENTION_VERSION,
             ATTR_LAYOUT: layout.to_attrs(),
-            cv.ATTR_PROVENANCE: {
-                k: manifest[k]
-                for k in (
-                    "recipe",
-                    "recipe_sha256",
-                    "function",
-                    "source",
-                    "source_fingerprint",
-                    "software",
-                )
-            }
-            | {
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "n_present": int(present.sum()),
-                "n_missing": int(present.size - present.sum()),
-            },
-            cv.ATTR_INPUTS: hashlib.sha256(
-                (manifest["recipe_sha256"] + manifest["source_fingerprint"]).encode()
-            ).hexdigest(),
+            cv.ATTR_PROVENANCE: provenance,
+            cv.ATTR_INPUTS: hashlib.sha256(inputs).hexdigest(),
             cv.ATTR_COMPLETE: True,
         }
     )
     with warnings.catch_warnings():  # _recipe/ beside the arrays is not a Zarr node
         warnings.filterwarnings("ignore", message="Object at _recipe is not recognized")
         consolidate(group.store)
-    return store.url
+
+
+def _describer(manifest: dict[str, Any]) -> Callable[[str], str]:
+    dims, labels = manifest["unit_dims"], manifest["labels"]
+
+    def describe(name: str) -> str:
+        index = parse_uid(name)
+        pairs = enumerate(zip(dims, index, strict=True))
+        return ", ".join(f"{d}={labels[k][i]}" for k, (d, i) in pairs)
+
+    return describe
+
+
+def _check_all_there(
+    store: RecipeDest, manifest: dict[str, Any], units: list[str], seen: set[str]
+) -> None:
+    missing = [p for p, n in enumerate(units) if n not in seen]
+    if not missing:
+        return
+    count = manifest.get("count") or 1
+    slices = sorted({slice_of(p, len(units), count) for p in missing})
+    describe = _describer(manifest)
+    first = "; ".join(describe(units[p]) for p in missing[:3])
+    raise IncompleteSlicesError(
+        f"{store.url}: {len(missing)} of {len(units)} units are not done yet ({first}"
+        f"{' …' if len(missing) > 3 else ''}), in slice(s) {', '.join(map(str, slices))} of "
+        f"{count}. Run those slices again (the same command computes only the missing units), "
+        "then finalize."
+    )
 
 
 def _fill(dtype: str) -> Any:

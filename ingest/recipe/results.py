@@ -7,8 +7,8 @@
   arrays that ``finalize`` stacks into a derived cube over the unit dims.
 
 Every unit of one recipe must return the same kind with the same columns (or
-the same variables, dims, shapes and dtypes): the part's *schema* is recorded
-in its marker so that runs and ``finalize`` can name the unit that differs.
+the same variables, dims, shapes and dtypes): runs and ``finalize`` compare
+each unit's *schema* with the first unit's and name the unit that differs.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ __all__ = ["ARRAYS", "TABLE", "as_result", "encode", "read_arrays", "read_table"
 TABLE = "table"
 ARRAYS = "arrays"
 SUFFIX = {TABLE: ".arrow", ARRAYS: ".npz"}
+KIND = {suffix: kind for kind, suffix in SUFFIX.items()}
+ABSENT = ".absent"
 
 
 def as_result(value: Any, unit_dims: tuple[str, ...], where: str) -> tuple[str, Any]:
@@ -101,10 +103,15 @@ def _arrays(ds: xr.Dataset, unit_dims: tuple[str, ...], where: str) -> xr.Datase
     return ds.load()
 
 
-def schema_of(kind: str, value: Any) -> dict[str, Any]:
-    """What every unit's result must share: the columns, or the arrays' dims/shapes/dtypes."""
+def schema_of(kind: str, value: Any, n_coords: int = 0) -> dict[str, Any]:
+    """What every unit's result must share: the columns, or the arrays' dims/shapes/dtypes.
+
+    ``value`` is what the recipe returned, or a part read back (``n_coords``:
+    the unit's coord columns it starts with).
+    """
     if kind == TABLE:
-        return {"kind": kind, "columns": [str(c) for c in value.columns]}
+        columns = value.column_names if isinstance(value, pa.Table) else value.columns
+        return {"kind": kind, "columns": [str(c) for c in columns][n_coords:]}
     return {
         "kind": kind,
         "arrays": {
@@ -152,6 +159,11 @@ def encode(kind: str, value: Any, coords: dict[str, Any]) -> bytes:
     arrays["_meta"] = np.array(json.dumps(meta))
     np.savez(buf, **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
+
+
+def read_part(kind: str, data: bytes) -> Any:
+    """A part: a :class:`pyarrow.Table` or an :class:`xarray.Dataset`."""
+    return read_table(data) if kind == TABLE else read_arrays(data)
 
 
 def read_table(data: bytes) -> pa.Table:

@@ -1,9 +1,9 @@
-"""Running a recipe: one task per unit that has no done marker, on the ingest runners.
+"""Running a recipe: one task per unit that is not done yet, on the ingest runners.
 
-Each task loads its unit, calls the recipe, checks what it returned, writes the
-part and then the marker (:mod:`ingest.recipe.store`). A re-run of the same
-command (after a kill, or after a failure) computes only the units without a
-marker. Under ``--on-error skip`` a unit whose recipe raises is recorded with
+Each task loads its unit, calls the recipe, checks what it returned and writes
+it whole as the unit's done marker (:mod:`ingest.recipe.store`). A re-run of
+the same command (after a kill, or after a failure) computes only the units
+without one. Under ``--on-error skip`` a unit whose recipe raises is recorded with
 its exception text under ``_recipe/failed/`` and the job goes on; the next run
 tries those units again. Threads by default; ``Runner(workers=…)`` or
 ``scheduler=…`` runs the same tasks on dask.distributed, and an array job's
@@ -23,7 +23,19 @@ import dask
 
 from ingest.recipe.load import Recipe, RecipeError
 from ingest.recipe.provenance import check_or_write_manifest
-from ingest.recipe.results import SUFFIX, as_result, encode, schema_of, schema_text
+from ingest.recipe.results import (
+    ABSENT as ABSENT_SUFFIX,
+)
+from ingest.recipe.results import (
+    KIND,
+    SUFFIX,
+    TABLE,
+    as_result,
+    encode,
+    read_part,
+    schema_of,
+    schema_text,
+)
 from ingest.recipe.store import RecipeDest
 from ingest.recipe.units import Index, UnitSpace, load_unit, parse_uid, slice_units, uid
 from ingest.runner import Runner
@@ -60,32 +72,24 @@ class RunResult:
 
 
 def run_unit(job: UnitJob, index: Index) -> dict[str, Any]:
-    """Compute one unit and record it; returns its marker (or failure record)."""
+    """Compute one unit and write its result (its done marker); returns what happened."""
     where = f"{job.recipe.name} on unit {job.space.describe(index)}"
     name = uid(index)
-    start = time.perf_counter()
     try:
         unit = load_unit(job.space, index)
         if unit is None:
-            marker: dict[str, Any] = {"status": ABSENT, "unit": name}
+            job.dest.put(job.dest.done(name, ABSENT_SUFFIX), b"")
+            outcome: dict[str, Any] = {"status": ABSENT, "unit": name}
         else:
             kind, value = as_result(job.recipe.compiled()(unit), job.space.dims, where)
-            job.dest.put(
-                job.dest.part(name, SUFFIX[kind]), encode(kind, value, _coords(job, index))
-            )
-            rows = len(value) if hasattr(value, "columns") else None
-            marker = {"status": DONE, "unit": name, "schema": schema_of(kind, value), "rows": rows}
+            data = encode(kind, value, job.space.coords(index))
+            job.dest.put(job.dest.done(name, SUFFIX[kind]), data)
+            outcome = {"status": DONE, "unit": name, "schema": schema_of(kind, value)}
     except Exception as exc:  # noqa: BLE001 - the user's code: recorded or re-raised below
         return _failed(job, index, where, exc)
-    marker["seconds"] = round(time.perf_counter() - start, 4)
-    job.dest.put_json(job.dest.marker(name), marker)
     if name in job.retry:
         job.dest.remove(job.dest.failure(name))
-    return marker
-
-
-def _coords(job: UnitJob, index: Index) -> dict[str, Any]:
-    return job.space.coords(index)
+    return outcome
 
 
 def _failed(job: UnitJob, index: Index, where: str, exc: Exception) -> dict[str, Any]:
@@ -143,8 +147,8 @@ def run_recipe(
     units = list(space.indexes())
     if task_slice is not None:
         units = slice_units(units, task_slice.index, task_slice.count)
-    done = set(dest.names("done", ".json"))
-    failed = frozenset(dest.names("failed", ".json"))
+    done = dest.names("done")
+    failed = frozenset(dest.names("failed"))
     todo = [i for i in units if uid(i) not in done]
     logger.info(
         "%s: %d units, %d done before, %d to compute",
@@ -175,18 +179,17 @@ def _check_same_schema(
     recipe: Recipe,
     dest: RecipeDest,
     outcomes: list[dict[str, Any]],
-    done_before: set[str],
+    done_before: dict[str, str],
 ) -> None:
-    """Every unit's result has the first one's schema (an earlier run's, if any)."""
+    """Every unit's result has the first one's schema (an earlier run's, if any: one GET)."""
     markers = [o for o in outcomes if o["status"] == DONE]
-    reference = None
-    for name in sorted(done_before):
-        marker = dest.get_json(dest.marker(name)) or {}
-        if marker.get("status") == DONE:
-            reference = marker
-            break
-    describe = _describer(space)
-    check_schemas(describe, recipe.name, ([reference] if reference else []) + markers)
+    earlier = next((n for n, s in sorted(done_before.items()) if s in KIND), None)
+    if earlier is not None:
+        kind = KIND[done_before[earlier]]
+        part = read_part(kind, dest.get(dest.done(earlier, SUFFIX[kind])) or b"")
+        schema = schema_of(kind, part, len(space.dims) if kind == TABLE else 0)
+        markers.insert(0, {"unit": earlier, "schema": schema})
+    check_schemas(_describer(space), recipe.name, markers)
 
 
 def _describer(space: UnitSpace) -> Callable[[str], str]:

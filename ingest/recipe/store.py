@@ -2,16 +2,19 @@
 
 ::
 
-    DEST/_recipe/manifest.json      provenance: recipe SHA-256, function, source fingerprint
-    DEST/_recipe/parts/<unit>.*     one unit's result (Parquet for tables, .npz for arrays)
-    DEST/_recipe/done/<unit>.json   its marker, written after the part: the unit is done
-    DEST/_recipe/failed/<unit>.json a unit that raised under --on-error skip, with the error
-    DEST/_recipe/report.json        written last by finalize: the merged outputs are complete
+    DEST/_recipe/manifest.json        provenance: recipe SHA-256, function, source fingerprint
+    DEST/_recipe/done/<unit>.arrow    a unit's table (Arrow IPC, its coords as first columns)
+    DEST/_recipe/done/<unit>.npz      a unit's arrays
+    DEST/_recipe/done/<unit>.absent   a unit the cube's mask says is absent (empty)
+    DEST/_recipe/failed/<unit>.json   a unit that raised under --on-error skip, with the error
+    DEST/_recipe/report.json          written last by finalize: the merged outputs are complete
 
-pyarrow skips paths starting with ``_`` or ``.``, so ``pandas.read_parquet(DEST)``
-reads only the merged table; Zarr reads only what its consolidated metadata
-names. Every object is written whole (local files are written aside, then
-renamed; an S3 PUT is atomic), and a marker only after its part, so a job
+The unit's result is its done marker: one object per unit, so a unit costs
+one PUT (measured: a separate marker object cost a second PUT per unit, 0.6x
+the plain loop's throughput on S3). pyarrow skips paths starting with ``_`` or
+``.``, so ``pandas.read_parquet(DEST)`` reads only the merged table; Zarr reads
+only what its consolidated metadata names. Every object is written whole
+(local files are written aside, then renamed; an S3 PUT is atomic), so a job
 killed at any moment never leaves a unit that looks done but is not.
 """
 
@@ -77,18 +80,19 @@ class RecipeDest:
         fs, _ = filesystem(urls[0], self.options)
         paths = {filesystem(u, self.options)[1]: u for u in urls}
         with storage_errors(self.url, self.options):
-            found = fs.cat(list(paths))
+            found = fs.cat(list(paths), on_error="omit")
         return {paths[p]: v for p, v in found.items()}
 
-    def names(self, folder: str, suffix: str) -> list[str]:
-        """Names (without ``suffix``) of the objects in ``_recipe/<folder>``."""
+    def names(self, folder: str) -> dict[str, str]:
+        """``{unit: suffix}`` of the objects in ``_recipe/<folder>`` (one listing)."""
         url = self.key(folder)
         fs, path = filesystem(url, self.options)
         with storage_errors(url, self.options):
             fs.invalidate_cache(path)  # another process may have written there
             found = fs.find(path) if fs.exists(path) else []
         names = (posixpath.basename(p.replace("\\", "/")) for p in found)
-        return sorted(n[: -len(suffix)] for n in names if n.endswith(suffix))
+        split = (n.partition(".") for n in names if not n.endswith(".partial"))
+        return {stem: dot + rest for stem, dot, rest in split}
 
     def remove(self, url: str, *, recursive: bool = False) -> None:
         """Delete ``url`` if it exists."""
@@ -112,11 +116,8 @@ class RecipeDest:
     def report(self) -> str:
         return self.key("report.json")
 
-    def part(self, unit: str, suffix: str) -> str:
-        return self.key("parts", unit + suffix)
-
-    def marker(self, unit: str) -> str:
-        return self.key("done", unit + ".json")
+    def done(self, unit: str, suffix: str) -> str:
+        return self.key("done", unit + suffix)
 
     def failure(self, unit: str) -> str:
         return self.key("failed", unit + ".json")

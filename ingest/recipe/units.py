@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import dask
 import numpy as np
@@ -32,6 +32,7 @@ from cubes.open import open_cube
 __all__ = ["UnitSpace", "load_unit", "open_units", "slice_units"]
 
 Index = tuple[int, ...]
+T = TypeVar("T")
 
 _OPEN: dict[tuple[int, str, str], xr.Dataset] = {}
 _OPEN_LOCK = threading.Lock()
@@ -154,7 +155,7 @@ def load_unit(space: UnitSpace, index: Index) -> xr.Dataset | None:
         return ds[names].isel(at).load()
 
 
-def slice_units(indexes: Sequence[Index], index: int, count: int) -> list[Index]:
+def slice_units(indexes: Sequence[T], index: int, count: int) -> list[T]:
     """Slice ``index`` of ``count`` contiguous, balanced runs of the units (array jobs)."""
     n = len(indexes)
     return list(indexes[index * n // count : (index + 1) * n // count])
