@@ -13,7 +13,7 @@ __all__ = ["add_recipe_command", "print_report"]
 EXAMPLES = (
     "python -m ingest recipe s3://bkt/plate.zarr s3://bkt/profiles "
     "--recipe examples/recipes/cell_profiles.py",
-    "python -m ingest recipe plate.zarr embeddings.zarr --recipe examples/recipes/embed.py:embed",
+    "python -m ingest recipe plate.zarr embeddings.zarr --recipe examples/recipes/embed.py",
     "python -m ingest recipe plate.zarr per-well --recipe r.py --unit well --on-error skip",
     "python -m ingest recipe s3://bkt/plate.zarr s3://bkt/out --recipe r.py "
     "--task-index 3 --task-count 8   # then: python -m ingest finalize s3://bkt/out",

@@ -21,6 +21,7 @@ from typing import Any
 
 import dask
 
+from cubes.errors import ArgumentError
 from ingest.recipe.load import Recipe, RecipeError
 from ingest.recipe.provenance import check_or_write_manifest
 from ingest.recipe.results import (
@@ -141,6 +142,12 @@ def run_recipe(
         results of different kinds or columns; the message names the unit.
     """
     start = time.perf_counter()
+    if overwrite and task_slice is not None:
+        raise ArgumentError(
+            f"--overwrite with --task-index/--task-count: each slice would delete what the "
+            f"others wrote to {dest.url}. Delete DEST once before submitting the array job "
+            "(or choose a new DEST), and run the slices without --overwrite."
+        )
     if overwrite:
         dest.remove(dest.url, recursive=True)
     check_or_write_manifest(dest, recipe, space, task_slice.count if task_slice else None)

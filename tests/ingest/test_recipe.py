@@ -166,6 +166,13 @@ def test_a_missing_recipe_file_and_a_unit_dim_the_cube_lacks_are_refused(
     assert "--unit plate" in err and "(well, field)" in err and not (tmp_path / "o").exists()
 
 
+def test_overwrite_is_refused_in_an_array_jobs_slice(local_cube, tmp_path, capsys):
+    recipe = write_recipe(tmp_path, LIGHT)
+    argv = ["--task-index", "0", "--task-count", "2", "--overwrite"]
+    assert _run(local_cube, tmp_path / "out", recipe, *argv) == 2
+    assert "each slice would delete what the others wrote" in capsys.readouterr().err
+
+
 def test_a_changed_cube_or_a_dest_holding_something_else_is_refused(
     local_cube, local_plate, tmp_path, capsys
 ):

@@ -96,6 +96,7 @@ def _start(command: list[str], **env: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_array_slices_in_separate_processes_then_finalize_equal_one_run(bucket, s3_cube, tmp_path):
     recipe = str(write_recipe(tmp_path, LIGHT))
     dest = f"{bucket.url}/sliced"
@@ -120,6 +121,7 @@ def test_array_slices_in_separate_processes_then_finalize_equal_one_run(bucket, 
     assert len(files) == 3  # one per slice, read back in one call
 
 
+@pytest.mark.slow
 def test_killed_with_sigkill_the_same_command_computes_only_the_missing_units(
     bucket, s3_cube, tmp_path
 ):
