@@ -18,15 +18,16 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import cubes
 from cubes.errors import CubeError
 from cubes.store import resolve_storage_options
-from ingest.checks import check_batch_dest, int_at_least
+from ingest.checks import check_batch_dest
 from ingest.cli_common import (
     common_arguments,
     epilog,
-    progress_argument,
+    run_arguments,
     storage_arguments,
     sub_parser,
 )
 from ingest.codecs import CODECS, FLOAT_DEFAULT, INTEGER_DEFAULT, codec_choice
+from ingest.recipe.cli import add_recipe_command
 from ingest.sources import SOURCES, ArgumentError
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         storage_arguments(p, with_anon=True)
         common_arguments(p)
         p.set_defaults(handler=_run_source)
+    add_recipe_command(sub)
     _finalize_parser(sub)
     for source in SOURCES.values():  # a source's own commands (synth-plate, synth-climate)
         add_commands = getattr(source, "add_commands", None)
@@ -100,21 +102,6 @@ def _source_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dest", metavar="DEST", help="local path or s3:// URL of the cube")
     p.add_argument("--overwrite", action="store_true", help="replace a cube at DEST")
     p.add_argument(
-        "--threads",
-        type=int_at_least(1),
-        default=8,
-        help="threads (per worker process), 1 or more (default 8)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int_at_least(1),
-        default=None,
-        help="start a LocalCluster of N processes, 1 or more (default: threads only)",
-    )
-    p.add_argument(
-        "--scheduler", default=None, help="address of a dask.distributed scheduler to use"
-    )
-    p.add_argument(
         "--codec",
         type=codec_choice,
         default=None,
@@ -123,7 +110,6 @@ def _source_arguments(p: argparse.ArgumentParser) -> None:
         f"measurement, docs/codecs.md: {INTEGER_DEFAULT} for integers such as pixels, "
         f"{FLOAT_DEFAULT} for floats; a cube resumed or appended to keeps its own)",
     )
-    progress_argument(p)
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -131,17 +117,7 @@ def _source_arguments(p: argparse.ArgumentParser) -> None:
         "and wall time the run would take (rates from a few sampled tasks)",
     )
     p.add_argument("--json", action="store_true", help="with --dry-run: print it as JSON")
-    array = p.add_argument_group(
-        "array jobs",
-        "write one slice of the plan per task (default from AWS_BATCH_JOB_ARRAY_INDEX / "
-        "AWS_BATCH_JOB_ARRAY_SIZE or JOB_COMPLETION_INDEX), then `finalize DEST`",
-    )
-    array.add_argument(
-        "--task-index", type=int_at_least(0), default=None, help="this slice, 0-based"
-    )
-    array.add_argument(
-        "--task-count", type=int_at_least(1), default=None, help="number of slices, 1 or more"
-    )
+    run_arguments(p)
 
 
 def _finalize_parser(sub: Any) -> None:
@@ -233,9 +209,12 @@ def _summarize(
 
 
 def _run_finalize(args: argparse.Namespace) -> None:
+    from ingest.recipe import finalize_recipe, is_recipe_output, print_report
     from ingest.writer import finalize_cubes
 
     options = resolve_storage_options(args.dest, endpoint_url=args.endpoint_url)
+    if is_recipe_output(args.dest, options):  # a recipe's units, not a cube's slices
+        return print_report(finalize_recipe(args.dest, options))
     done = finalize_cubes(args.dest, options)
     if not done:
         print(f"{args.dest} is complete: nothing to finalize")

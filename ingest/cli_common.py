@@ -6,13 +6,14 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from ingest.checks import endpoint_url
+from ingest.checks import endpoint_url, int_at_least
 
 __all__ = [
     "LOG_LEVELS",
     "common_arguments",
     "epilog",
     "progress_argument",
+    "run_arguments",
     "storage_arguments",
     "sub_parser",
 ]
@@ -75,4 +76,36 @@ def progress_argument(parser: argparse.ArgumentParser) -> None:
         "--no-progress",
         action="store_true",
         help="no progress bar on stderr (drawn once the work has taken a second)",
+    )
+
+
+def run_arguments(p: argparse.ArgumentParser) -> None:
+    """Where a job runs: ``--threads``, ``--workers``, ``--scheduler``, ``--no-progress`` and the
+    array-job options ``--task-index`` / ``--task-count``."""
+    p.add_argument(
+        "--threads",
+        type=int_at_least(1),
+        default=8,
+        help="threads (per worker process), 1 or more (default 8)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int_at_least(1),
+        default=None,
+        help="start a LocalCluster of N processes, 1 or more (default: threads only)",
+    )
+    p.add_argument(
+        "--scheduler", default=None, help="address of a dask.distributed scheduler to use"
+    )
+    progress_argument(p)
+    array = p.add_argument_group(
+        "array jobs",
+        "run one slice per task (default from AWS_BATCH_JOB_ARRAY_INDEX / "
+        "AWS_BATCH_JOB_ARRAY_SIZE or JOB_COMPLETION_INDEX), then `finalize DEST`",
+    )
+    array.add_argument(
+        "--task-index", type=int_at_least(0), default=None, help="this slice, 0-based"
+    )
+    array.add_argument(
+        "--task-count", type=int_at_least(1), default=None, help="number of slices, 1 or more"
     )
