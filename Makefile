@@ -45,6 +45,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/netcdf_ingest.py
 	$(PY) benchmarks/climate_loader.py
 	$(PY) benchmarks/codecs.py
+	$(PY) benchmarks/recipe_overhead.py
+	$(PY) benchmarks/jump_dry_run.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache .mypy_cache
