@@ -12,7 +12,7 @@ def recipe(ds):
     images = ds["images"].astype("float64")
     return pd.DataFrame(
         {
-            "channel": ds["channel"].values.astype(str),
+            "channel": [str(c) for c in ds["channel"].values],
             "mean": images.mean(dim=["y", "x"]).values,
             "max": images.max(dim=["y", "x"]).values,
         }
