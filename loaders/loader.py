@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cubes.errors import SchemaError
+from loaders._transport import STORED_KEY, StoredBatches, finish
 
 if TYPE_CHECKING:
     from loaders.dataset import CubeBatchDataset
@@ -173,6 +174,13 @@ class CubeLoader:
     multiprocessing_context, persistent_workers
         Worker start method (default forkserver: no inherited threads or event
         loops) and whether workers live across epochs (default True).
+    worker_transport
+        How workers send batches: ``"stored"`` (default) as stored (a plate's
+        uint16) in shared memory they reuse, cast to float32 and normalised
+        here, in recycled arrays; ``"float32"`` finished, as a plain
+        ``DataLoader`` does (every batch copied into fresh shared memory). A
+        dataset with a ``transform`` or CLAHE always sends float32 (they run in
+        the workers). See :mod:`loaders._transport`.
     log_every
         Seconds between INFO logs of :meth:`metrics` (0 or None: never).
     dataloader_options
@@ -204,6 +212,7 @@ class CubeLoader:
         device: str | torch.device | None = None,
         multiprocessing_context: Any = "forkserver",
         persistent_workers: bool = True,
+        worker_transport: str = "stored",
         log_every: float | None = 30.0,
         **dataloader_options: Any,
     ) -> None:
@@ -221,6 +230,10 @@ class CubeLoader:
             raise SchemaError(
                 f"CubeLoader sets {taken} itself (items are whole batches, ordered by the "
                 "dataset); set batch_size/shuffle/seed on the CubeBatchDataset instead."
+            )
+        if worker_transport not in ("stored", "float32"):
+            raise SchemaError(
+                f"worker_transport={worker_transport!r}: give 'stored' (the default) or 'float32'."
             )
         self.dataset = dataset
         self.num_workers, self.prefetch = num_workers, prefetch
@@ -244,7 +257,12 @@ class CubeLoader:
                 "persistent_workers": persistent_workers,
             }
             options.update(dataloader_options)
-            self._dataloader = torch.utils.data.DataLoader(dataset, **options)
+            served: torch.utils.data.Dataset = dataset
+            if worker_transport == "stored" and dataset.transform is None and not dataset.clahe:
+                slots = int(options["prefetch_factor"]) * num_workers + 2
+                served = StoredBatches(dataset, slots)
+                options["pin_memory"] = False  # pinned after finish(), here
+            self._dataloader = torch.utils.data.DataLoader(served, **options)
         elif dataloader_options:
             raise SchemaError(
                 f"{sorted(dataloader_options)} apply to DataLoader workers; with num_workers=0 "
@@ -319,6 +337,8 @@ class CubeLoader:
                     batch = next(source)
                 except StopIteration:
                     return
+                if STORED_KEY in batch:  # before the next batch is asked for (see _transport)
+                    batch = self._pin(finish(self.dataset, batch))
                 t1 = time.perf_counter()
                 metrics.add_batch(batch.get("stats", {}), wait=t1 - t0, elapsed=t1 - mark)
                 if i == start:
