@@ -546,7 +546,8 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         ``shuffle`` / ``seed`` override the dataset's (on a copy). ``options``
         go to :class:`~loaders.loader.CubeLoader`: ``prefetch``, ``pin_memory``,
         ``device``, ``multiprocessing_context`` (default forkserver),
-        ``persistent_workers`` (default True), ``log_every``, and any other
+        ``persistent_workers`` (default True), ``worker_transport``, ``log_every``,
+        ``progress`` (a progress bar on stderr), and any other
         ``DataLoader`` keyword. Close it (or use it as a context manager) to
         stop its workers at once.
         """

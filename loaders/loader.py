@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cubes.errors import SchemaError
+from loaders._progress import EpochBar
 from loaders._transport import STORED_KEY, StoredBatches, finish
 
 if TYPE_CHECKING:
@@ -183,6 +184,9 @@ class CubeLoader:
         the workers). See :mod:`loaders._transport`.
     log_every
         Seconds between INFO logs of :meth:`metrics` (0 or None: never).
+    progress
+        Draw a progress bar of each epoch on stderr (batches, batches/s, MB/s
+        read, waiting); off by default.
     dataloader_options
         Other ``torch.utils.data.DataLoader`` keywords (``timeout``,
         ``worker_init_fn`` …).
@@ -214,6 +218,7 @@ class CubeLoader:
         persistent_workers: bool = True,
         worker_transport: str = "stored",
         log_every: float | None = 30.0,
+        progress: bool = False,
         **dataloader_options: Any,
     ) -> None:
         if num_workers < 0:
@@ -241,7 +246,7 @@ class CubeLoader:
         cuda = torch.cuda.is_available()
         wanted = (cuda or self.device is not None) if pin_memory is None else pin_memory
         self.pin_memory = bool(wanted and cuda)
-        self.log_every = log_every
+        self.log_every, self.progress = log_every, progress
         self._epoch, self._next = dataset.epoch, 0
         self._sampler = _EpochSampler(len(dataset))
         self._dataloader: torch.utils.data.DataLoader | None = None
@@ -330,6 +335,7 @@ class CubeLoader:
         mark = time.perf_counter()  # starting workers counts as waiting for the first batch
         source = self._source_iter = self._source()
         metrics = self._metrics
+        bar = EpochBar(epoch, start, total) if self.progress else None
         try:
             for i in range(start, total):
                 t0 = mark if i == start else time.perf_counter()
@@ -343,6 +349,8 @@ class CubeLoader:
                 metrics.add_batch(batch.get("stats", {}), wait=t1 - t0, elapsed=t1 - mark)
                 if i == start:
                     metrics.first_wait += t1 - t0
+                if bar is not None:
+                    bar.update(t1 - t0, float(batch.get("stats", {}).get("bytes", 0.0)))
                 mark = t1
                 self._epoch, self._next = (epoch + 1, 0) if i + 1 == total else (epoch, i + 1)
                 if self.device is not None:
@@ -350,6 +358,8 @@ class CubeLoader:
                 self._maybe_log()
                 yield batch
         finally:
+            if bar is not None:
+                bar.close()
             close = getattr(source, "close", None)
             if close is not None:
                 close()
