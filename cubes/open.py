@@ -89,7 +89,7 @@ def open_cube(
     _check_complete(url, root.attrs, require_complete)
     with storage_errors(url, options):
         store = zarr_store(url, options, read_only=True)
-        chunks = {} if dask else None
+        chunks: dict[str, Any] | None = {} if dask else None
         ds = xr.open_zarr(store, consolidated=root.consolidated, zarr_format=3, chunks=chunks)
     if dask:
         ds = _chunk_by_shards(ds)

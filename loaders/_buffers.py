@@ -26,7 +26,7 @@ import torch
 
 __all__ = ["BufferPool", "as_tensor", "shared_empty"]
 
-POOL_ARRAYS = 8
+POOL_ARRAYS = 6
 """Arrays a pool keeps (in use or free): the batches of a read-ahead queue and the consumer's."""
 POOL_MIN_BYTES = 1 << 20
 """Smaller arrays are allocated afresh: recycling them saves nothing worth a lookup."""
@@ -56,8 +56,8 @@ class BufferPool:
             arrays = self._arrays
             for i in range(len(arrays)):
                 # 2: the list's reference and getrefcount's argument; nobody else's
-                free = sys.getrefcount(arrays[i]) == 2
-                if free and arrays[i].shape == shape and arrays[i].dtype == dtype:
+                unused = sys.getrefcount(arrays[i]) == 2
+                if unused and arrays[i].shape == shape and arrays[i].dtype == dtype:
                     return arrays[i]
             out = np.empty(shape, dtype)
             arrays.append(out)
@@ -77,7 +77,8 @@ def shared_empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     shape = tuple(int(n) for n in shape)
     storage = torch.UntypedStorage._new_shared(max(1, math.prod(shape)) * dtype.itemsize)
     kind = torch.from_numpy(np.empty(0, dtype)).dtype
-    return torch.empty(0, dtype=kind).set_(storage, 0, shape).numpy()
+    strides = [int(np.prod(shape[i + 1 :], dtype=np.int64)) for i in range(len(shape))]
+    return torch.empty(0, dtype=kind).set_(storage, 0, shape, strides).numpy()
 
 
 def as_tensor(array: np.ndarray) -> torch.Tensor:

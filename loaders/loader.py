@@ -22,6 +22,7 @@ does not leave the "leaked semaphore objects" warning of ``resource_tracker``.
 from __future__ import annotations
 
 import atexit
+import collections
 import json
 import logging
 import queue
@@ -250,6 +251,9 @@ class CubeLoader:
         self._epoch, self._next = dataset.epoch, 0
         self._sampler = _EpochSampler(len(dataset))
         self._dataloader: torch.utils.data.DataLoader | None = None
+        # the workers' shared-memory slots, kept mapped here: torch maps a slot sent
+        # again to the same storage (no new mapping, no page faults)
+        self._mapped: collections.deque[Any] = collections.deque(maxlen=0)
         if num_workers > 0:
             _preload_forkserver(multiprocessing_context)
             options: dict[str, Any] = {
@@ -266,6 +270,7 @@ class CubeLoader:
             if worker_transport == "stored" and dataset.transform is None and not dataset.clahe:
                 slots = int(options["prefetch_factor"]) * num_workers + 2
                 served = StoredBatches(dataset, slots)
+                self._mapped = collections.deque(maxlen=slots * num_workers)
                 options["pin_memory"] = False  # pinned after finish(), here
             self._dataloader = torch.utils.data.DataLoader(served, **options)
         elif dataloader_options:
@@ -344,6 +349,7 @@ class CubeLoader:
                 except StopIteration:
                     return
                 if STORED_KEY in batch:  # before the next batch is asked for (see _transport)
+                    self._mapped.append([batch.get("inputs"), batch.get("targets")])
                     batch = self._pin(finish(self.dataset, batch))
                 t1 = time.perf_counter()
                 metrics.add_batch(batch.get("stats", {}), wait=t1 - t0, elapsed=t1 - mark)
@@ -379,6 +385,7 @@ class CubeLoader:
         position :meth:`state_dict` reports.
         """
         source, self._source_iter = self._source_iter, None
+        self._mapped.clear()
         close = getattr(source, "close", None)
         if close is not None:
             close()

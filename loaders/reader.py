@@ -74,7 +74,7 @@ IO_THREADS = 8
 PARALLEL_DECODE_BYTES = 4 * 2**20
 """A read decodes its chunks in parallel from this many compressed bytes (and 4 chunks) on:
 below, handing chunks to threads costs more than decoding them in the caller's thread."""
-OUTPUT_ARRAYS = 16
+OUTPUT_ARRAYS = 8
 """Output arrays a reader recycles (:class:`~loaders._buffers.BufferPool`): warm pages."""
 _DECODED = object()  # a chunk decoded straight into its place in the output
 
@@ -271,7 +271,7 @@ class CubeReader:
             raw = self._fetch([(c, (), ()) for c in todo])
         fetched = time.perf_counter()
 
-        def decode(c: tuple[int, ...]) -> np.ndarray | None:
+        def decode(c: tuple[int, ...]) -> Any:
             buf = raw[c]
             if buf is None:
                 return None
