@@ -26,7 +26,7 @@ import torch
 
 __all__ = ["BufferPool", "as_tensor", "shared_empty"]
 
-POOL_ARRAYS = 6
+POOL_ARRAYS = 4
 """Arrays a pool keeps (in use or free): the batches of a read-ahead queue and the consumer's."""
 POOL_MIN_BYTES = 1 << 20
 """Smaller arrays are allocated afresh: recycling them saves nothing worth a lookup."""
