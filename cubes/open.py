@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import xarray as xr
@@ -30,6 +31,7 @@ def open_cube(
     endpoint_url: str | None = None,
     anon: bool | None = None,
     require_complete: bool = False,
+    dask: bool = True,
 ) -> xr.Dataset:
     """Open a cube as a lazy, dask-backed :class:`xarray.Dataset`.
 
@@ -51,6 +53,10 @@ def open_cube(
     require_complete
         Raise :class:`IncompleteCubeError` instead of warning when the ingest
         that writes the cube has not finished.
+    dask
+        ``False``: xarray's own lazy arrays instead of dask's (pixels are read
+        when indexed), without importing dask; what the loaders use, which
+        read the pixels themselves.
 
     Returns
     -------
@@ -83,8 +89,10 @@ def open_cube(
     _check_complete(url, root.attrs, require_complete)
     with storage_errors(url, options):
         store = zarr_store(url, options, read_only=True)
-        ds = xr.open_zarr(store, consolidated=root.consolidated, zarr_format=3, chunks={})
-    ds = _chunk_by_shards(ds)
+        chunks: dict[str, Any] | None = {} if dask else None
+        ds = xr.open_zarr(store, consolidated=root.consolidated, zarr_format=3, chunks=chunks)
+    if dask:
+        ds = _chunk_by_shards(ds)
     with storage_errors(url, options):
         ds = _load_small(ds)
     ds.encoding["source"] = url
@@ -233,6 +241,9 @@ def _check_complete(url: str, attrs: dict[str, Any], require_complete: bool) -> 
 def _load_small(ds: xr.Dataset) -> xr.Dataset:
     """Load coords, masks and statistics (small, unsharded) into memory; pixels stay lazy."""
     names = [n for n, v in ds.variables.items() if not v.encoding.get("shards")]
+    if names and not any(ds.variables[n].chunks for n in names):  # no dask: read concurrently
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: ds.variables[n].load(), names))
     loaded = ds[names].load() if names else ds[[]]
     return ds.assign({n: loaded[n] for n in loaded.data_vars}).assign_coords(
         {n: loaded[n] for n in loaded.coords if n not in ds.indexes}

@@ -98,18 +98,22 @@ def read_batch(
     normalize: str | None = None,
     fill_nan: float | None = None,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    empty: Callable[[tuple[int, ...], Any], np.ndarray] = np.empty,
 ) -> Batch:
-    """Read, cast and transform the samples ``rows`` (table rows) with patches at ``origin``."""
+    """Read, cast and transform the samples ``rows`` (table rows) with patches at ``origin``.
+
+    ``empty(shape, dtype)`` allocates the batch's arrays (:mod:`loaders._buffers`).
+    """
     n, w = len(rows), space.windows
     first = cubes[int(rows[0, 0])]
     shape = sample_shape(space, first, window, targets=False)
     lead_in = (w.input_steps,) if w is not None else ()
-    inputs = np.empty((n, *lead_in, len(space.inputs), *shape), np.float32)
+    inputs = empty((n, *lead_in, len(space.inputs), *shape), np.float32)
     targets = None
     if space.targets:
         t_shape = sample_shape(space, first, window, targets=True)
         lead_t = (w.target_steps,) if w is not None else ()
-        targets = np.empty((n, *lead_t, len(space.targets), *t_shape), np.float32)
+        targets = empty((n, *lead_t, len(space.targets), *t_shape), np.float32)
     time_dim = None if w is None else w.dim
     keyed = [i + 1 for i, d in enumerate(space.sample_dims) if d != time_dim]
     groups: dict[tuple[int, ...], list[int]] = {}

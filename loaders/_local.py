@@ -1,12 +1,16 @@
-"""What each process opens for itself: readers, caches, counters, a thread pool."""
+"""What each process opens for itself: readers, caches, counters, a thread pool, batch buffers."""
 
 from __future__ import annotations
 
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+
+from loaders._buffers import BufferPool, shared_empty
 from loaders.cache import MemoryCache
 from loaders.reader import CubeReader, ReadStats
 
@@ -17,7 +21,10 @@ __all__ = ["ProcessLocal"]
 
 
 class ProcessLocal:
-    """Readers, caches, counters and the thread pool of one process; rebuilt after fork/pickle."""
+    """Readers, caches, counters, the thread pool and the batch buffers of one process.
+
+    Rebuilt after fork or pickling.
+    """
 
     def __init__(self) -> None:
         self._pid = os.getpid()
@@ -25,6 +32,7 @@ class ProcessLocal:
         self._readers: dict[tuple[int, str], CubeReader] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._memory: MemoryCache | None = None
+        self._buffers = BufferPool()
         self.stats = ReadStats()
 
     def __reduce__(self) -> tuple[type, tuple[()]]:
@@ -40,6 +48,13 @@ class ProcessLocal:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(threads, thread_name_prefix="cube-read")
             return self._pool
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A batch array: in shared memory in a DataLoader worker, else from the pool."""
+        if torch.utils.data.get_worker_info() is not None:
+            return shared_empty(shape, dtype)
+        self._check_pid()
+        return self._buffers.empty(shape, dtype)
 
     def reader(self, ds: CubeBatchDataset, k: int, variable: str) -> CubeReader:
         self._check_pid()
@@ -64,6 +79,7 @@ class ProcessLocal:
         with self._lock:
             pools = [self._pool] + [r.close_pool() for r in self._readers.values()]
             self._pool, self._readers = None, {}
+            self._buffers.clear()
         for pool in pools:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)

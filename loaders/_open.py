@@ -43,7 +43,7 @@ def open_cubes(
         ds = (
             item
             if isinstance(item, xr.Dataset)
-            else open_cube(item, storage_options=storage_options, require_complete=True)
+            else open_cube(item, storage_options=storage_options, require_complete=True, dask=False)
         )
         if space is None:
             space = resolve_space(ds, **arguments)

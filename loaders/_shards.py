@@ -43,6 +43,9 @@ class ShardLayout:
         self._dtype = dtype.newbyteorder(byteorder(codecs[0]))
         self._native = dtype
         self._count = int(np.prod(self.chunks))
+        # Blosc last (and native byte order): decompressed straight into an output array.
+        self.decodes_into = bool(self._steps) and self._steps[-1] is _blosc_decompress()
+        self.decodes_into &= self._dtype == self._native
         if sharding is not None:
             index_codecs = sharding.index_codecs
             self._index_dtype = np.dtype("u8").newbyteorder(byteorder(index_codecs[0]))
@@ -101,6 +104,22 @@ class ShardLayout:
             return chunk.astype(self._native)
         return chunk.copy() if self._copy else chunk
 
+    def decode_into(self, buf: Buffer, dest: np.ndarray, where: str) -> None:
+        """Decode a chunk into ``dest`` (C-contiguous, the chunk's shape); needs
+        :attr:`decodes_into`."""
+        from numcodecs import blosc
+
+        for step in self._steps[:-1]:
+            buf = step(buf)
+        header = memoryview(buf).cast("B")
+        size = int.from_bytes(header[4:8], "little") if len(header) >= 16 else -1
+        if size != dest.nbytes:
+            raise StorageError(
+                f"{where} decodes to {size} bytes; expected {dest.nbytes} "
+                f"{self.chunks}. The object is damaged: re-ingest the cube."
+            )
+        blosc.decompress(buf, dest)
+
     def parse_index(self, data: Buffer, where: str) -> Index:
         raw = np.frombuffer(data, dtype=np.uint8)
         if self._index_crc:
@@ -117,6 +136,12 @@ class ShardLayout:
         start, end = self.index_range
         size = -start if end is None else end
         return self.parse_index(view[-size:] if end is None else view[:size], where)
+
+
+def _blosc_decompress() -> Any:
+    from numcodecs import blosc
+
+    return blosc.decompress
 
 
 def entry(index: Index, local: tuple[int, ...]) -> tuple[int, int] | None:

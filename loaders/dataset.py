@@ -32,6 +32,7 @@ import xarray as xr
 from cubes.errors import SchemaError
 from loaders import order
 from loaders._batch import Batch, read_batch, sample_shape
+from loaders._buffers import as_tensor
 from loaders._checks import check_crop, check_epoch, check_normalize, check_numbers, distributed
 from loaders._denormalize import channel_statistics, denormalize
 from loaders._labels import batch_labels
@@ -55,6 +56,7 @@ __all__ = ["CubeBatchDataset"]
 logger = logging.getLogger(__name__)
 
 Index = int | tuple[int, int]
+Allocate = Callable[[tuple[int, ...], Any], np.ndarray]
 
 WINDOW_MEMORY_CACHE_MB = 256
 """Default in-memory chunk cache with time windows: consecutive windows share steps."""
@@ -393,6 +395,11 @@ class CubeBatchDataset(torch.utils.data.Dataset):
     # --- torch Dataset ------------------------------------------------------------------
 
     def __getitem__(self, index: Index) -> dict[str, Any]:
+        return self.read_item(index)
+
+    def read_item(self, index: Index, stored: Allocate | None = None) -> dict[str, Any]:
+        """Batch ``index``; with ``stored`` (``empty(shape, dtype)``), its arrays as stored
+        (not cast, normalised or transformed), for :mod:`loaders._transport`."""
         start = time.perf_counter()
         epoch, samples, padding = self._batch_samples(index)
         rows = self._samples_table[samples]
@@ -409,12 +416,12 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             )
             window = self.random_crop
         before = self._local.stats.snapshot()
-        batch = self._read_rows(rows, origin, window)
+        batch = self._read_rows(rows, origin, window, stored=stored)
         stats = {k: v - before.get(k, 0.0) for k, v in self._local.stats.snapshot().items()}
         stats["batch_seconds"] = time.perf_counter() - start
-        out: dict[str, Any] = {"inputs": torch.from_numpy(batch.inputs)}
+        out: dict[str, Any] = {"inputs": as_tensor(batch.inputs)}
         if batch.targets is not None:
-            out["targets"] = torch.from_numpy(batch.targets)
+            out["targets"] = as_tensor(batch.targets)
         out.update(batch_labels(self.space, self._cubes, rows, origin))
         out.update(
             present=torch.from_numpy(batch.present),
@@ -433,7 +440,10 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         *,
         normalize: bool = True,
         user: bool = True,
+        stored: Allocate | None = None,
     ) -> Batch:
+        if stored is not None:
+            normalize = user = False
         return read_batch(
             rows,
             origin,
@@ -442,10 +452,11 @@ class CubeBatchDataset(torch.utils.data.Dataset):
             cubes=self._cubes,
             read=self._read,
             pool=self._local.pool(self.threads),
-            clahe_inputs=self.clahe,
+            clahe_inputs=self.clahe and stored is None,
             normalize=self._normalize if normalize else None,
             fill_nan=self.fill_nan if user else None,
             transform=self.transform if user else None,
+            empty=stored or self._local.empty,
         )
 
     def _read(self, k: int, variable: str, selections: list[list[Any]]) -> list[np.ndarray]:
@@ -535,7 +546,8 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         ``shuffle`` / ``seed`` override the dataset's (on a copy). ``options``
         go to :class:`~loaders.loader.CubeLoader`: ``prefetch``, ``pin_memory``,
         ``device``, ``multiprocessing_context`` (default forkserver),
-        ``persistent_workers`` (default True), ``log_every``, and any other
+        ``persistent_workers`` (default True), ``worker_transport``, ``log_every``,
+        ``progress`` (a progress bar on stderr), and any other
         ``DataLoader`` keyword. Close it (or use it as a context manager) to
         stop its workers at once.
         """

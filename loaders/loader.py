@@ -22,6 +22,7 @@ does not leave the "leaked semaphore objects" warning of ``resource_tracker``.
 from __future__ import annotations
 
 import atexit
+import collections
 import json
 import logging
 import queue
@@ -34,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cubes.errors import SchemaError
+from loaders._progress import EpochBar
+from loaders._transport import STORED_KEY, StoredBatches, finish
 
 if TYPE_CHECKING:
     from loaders.dataset import CubeBatchDataset
@@ -173,8 +176,18 @@ class CubeLoader:
     multiprocessing_context, persistent_workers
         Worker start method (default forkserver: no inherited threads or event
         loops) and whether workers live across epochs (default True).
+    worker_transport
+        How workers send batches: ``"stored"`` (default) as stored (a plate's
+        uint16) in shared memory they reuse, cast to float32 and normalised
+        here, in recycled arrays; ``"float32"`` finished, as a plain
+        ``DataLoader`` does (every batch copied into fresh shared memory). A
+        dataset with a ``transform`` or CLAHE always sends float32 (they run in
+        the workers). See :mod:`loaders._transport`.
     log_every
         Seconds between INFO logs of :meth:`metrics` (0 or None: never).
+    progress
+        Draw a progress bar of each epoch on stderr (batches, batches/s, MB/s
+        read, waiting); off by default.
     dataloader_options
         Other ``torch.utils.data.DataLoader`` keywords (``timeout``,
         ``worker_init_fn`` …).
@@ -204,7 +217,9 @@ class CubeLoader:
         device: str | torch.device | None = None,
         multiprocessing_context: Any = "forkserver",
         persistent_workers: bool = True,
+        worker_transport: str = "stored",
         log_every: float | None = 30.0,
+        progress: bool = False,
         **dataloader_options: Any,
     ) -> None:
         if num_workers < 0:
@@ -222,16 +237,23 @@ class CubeLoader:
                 f"CubeLoader sets {taken} itself (items are whole batches, ordered by the "
                 "dataset); set batch_size/shuffle/seed on the CubeBatchDataset instead."
             )
+        if worker_transport not in ("stored", "float32"):
+            raise SchemaError(
+                f"worker_transport={worker_transport!r}: give 'stored' (the default) or 'float32'."
+            )
         self.dataset = dataset
         self.num_workers, self.prefetch = num_workers, prefetch
         self.device = None if device is None else torch.device(device)
         cuda = torch.cuda.is_available()
         wanted = (cuda or self.device is not None) if pin_memory is None else pin_memory
         self.pin_memory = bool(wanted and cuda)
-        self.log_every = log_every
+        self.log_every, self.progress = log_every, progress
         self._epoch, self._next = dataset.epoch, 0
         self._sampler = _EpochSampler(len(dataset))
         self._dataloader: torch.utils.data.DataLoader | None = None
+        # the workers' shared-memory slots, kept mapped here: torch maps a slot sent
+        # again to the same storage (no new mapping, no page faults)
+        self._mapped: collections.deque[Any] = collections.deque(maxlen=0)
         if num_workers > 0:
             _preload_forkserver(multiprocessing_context)
             options: dict[str, Any] = {
@@ -244,7 +266,13 @@ class CubeLoader:
                 "persistent_workers": persistent_workers,
             }
             options.update(dataloader_options)
-            self._dataloader = torch.utils.data.DataLoader(dataset, **options)
+            served: torch.utils.data.Dataset = dataset
+            if worker_transport == "stored" and dataset.transform is None and not dataset.clahe:
+                slots = int(options["prefetch_factor"]) * num_workers + 2
+                served = StoredBatches(dataset, slots)
+                self._mapped = collections.deque(maxlen=slots * num_workers)
+                options["pin_memory"] = False  # pinned after finish(), here
+            self._dataloader = torch.utils.data.DataLoader(served, **options)
         elif dataloader_options:
             raise SchemaError(
                 f"{sorted(dataloader_options)} apply to DataLoader workers; with num_workers=0 "
@@ -312,6 +340,7 @@ class CubeLoader:
         mark = time.perf_counter()  # starting workers counts as waiting for the first batch
         source = self._source_iter = self._source()
         metrics = self._metrics
+        bar = EpochBar(epoch, start, total) if self.progress else None
         try:
             for i in range(start, total):
                 t0 = mark if i == start else time.perf_counter()
@@ -319,10 +348,15 @@ class CubeLoader:
                     batch = next(source)
                 except StopIteration:
                     return
+                if STORED_KEY in batch:  # before the next batch is asked for (see _transport)
+                    self._mapped.append([batch.get("inputs"), batch.get("targets")])
+                    batch = self._pin(finish(self.dataset, batch))
                 t1 = time.perf_counter()
                 metrics.add_batch(batch.get("stats", {}), wait=t1 - t0, elapsed=t1 - mark)
                 if i == start:
                     metrics.first_wait += t1 - t0
+                if bar is not None:
+                    bar.update(t1 - t0, float(batch.get("stats", {}).get("bytes", 0.0)))
                 mark = t1
                 self._epoch, self._next = (epoch + 1, 0) if i + 1 == total else (epoch, i + 1)
                 if self.device is not None:
@@ -330,6 +364,8 @@ class CubeLoader:
                 self._maybe_log()
                 yield batch
         finally:
+            if bar is not None:
+                bar.close()
             close = getattr(source, "close", None)
             if close is not None:
                 close()
@@ -349,6 +385,7 @@ class CubeLoader:
         position :meth:`state_dict` reports.
         """
         source, self._source_iter = self._source_iter, None
+        self._mapped.clear()
         close = getattr(source, "close", None)
         if close is not None:
             close()

@@ -40,6 +40,7 @@ import numpy as np
 
 from cubes.errors import SchemaError, SourceNotFoundError
 from cubes.store import resolve_storage_options, storage_errors, zarr_store
+from loaders._buffers import BufferPool
 from loaders._codecs import native_dtype
 from loaders._selection import Piece, Sel, assign, dim_parts, fill, normalize, piece_of
 from loaders._shards import MISSING, Index, ShardLayout, coalesce, entry
@@ -73,6 +74,9 @@ IO_THREADS = 8
 PARALLEL_DECODE_BYTES = 4 * 2**20
 """A read decodes its chunks in parallel from this many compressed bytes (and 4 chunks) on:
 below, handing chunks to threads costs more than decoding them in the caller's thread."""
+OUTPUT_ARRAYS = 8
+"""Output arrays a reader recycles (:class:`~loaders._buffers.BufferPool`): warm pages."""
+_DECODED = object()  # a chunk decoded straight into its place in the output
 
 
 class CubeReader:
@@ -143,6 +147,7 @@ class CubeReader:
         self._lock = threading.Lock()
         self._indexes: OrderedDict[str, Index] = OrderedDict()
         self._pool: ThreadPoolExecutor | None = None
+        self._buffers = BufferPool(OUTPUT_ARRAYS)
         self._zarr_array: Any = None
         meta = self._open_metadata()
         if meta is None:  # not Zarr v3: zarr reads it
@@ -197,15 +202,18 @@ class CubeReader:
         all_dims = [normalize(selection, self.shape, where) for selection in selections]
         if self._layout is None:
             return [self._read_with_zarr(dims) for dims in all_dims]
-        outs = [np.empty([len(idx) for idx, _ in dims], dtype=self.dtype) for dims in all_dims]
+        shapes = [tuple(len(idx) for idx, _ in dims) for dims in all_dims]
+        outs = [self._buffers.empty(shape, self.dtype) for shape in shapes]
         needed: dict[tuple[int, ...], list[tuple[int, Piece]]] = {}
         for i, dims in enumerate(all_dims):
             for parts in itertools.product(*self._dim_parts(dims)):
                 piece = piece_of(parts)
                 needed.setdefault(piece[0], []).append((i, piece))
-        chunks = self._chunks(list(needed))
+        chunks = self._chunks(list(needed), self._destinations(needed, outs))
         for coords, users in needed.items():
             chunk = chunks[coords]
+            if chunk is _DECODED:
+                continue
             for i, (_, out_sel, local) in users:
                 if chunk is None:
                     fill(outs[i], out_sel, self.fill_value)
@@ -216,8 +224,35 @@ class CubeReader:
             for out, dims in zip(outs, all_dims, strict=True)
         ]
 
-    def _chunks(self, coords: list[tuple[int, ...]]) -> dict[tuple[int, ...], np.ndarray | None]:
-        """Decoded chunks (``None``: not stored) from the memory cache, else fetched and decoded."""
+    def _destinations(
+        self, needed: dict[tuple[int, ...], list[tuple[int, Piece]]], outs: list[np.ndarray]
+    ) -> dict[tuple[int, ...], np.ndarray]:
+        """Where a chunk can be decoded in place: the output region it fills alone, whole."""
+        if self.memory_cache is not None or not self._fast.decodes_into:
+            return {}
+        chunk_shape = self._fast.chunks
+        out: dict[tuple[int, ...], np.ndarray] = {}
+        for coords, users in needed.items():
+            if len(users) != 1:
+                continue
+            i, (_, out_sel, local) = users[0]
+            whole = all(
+                isinstance(s, slice) and s.start == 0 and s.stop == n
+                for s, n in zip(local, chunk_shape, strict=True)
+            )
+            if whole and all(isinstance(s, slice) for s in out_sel):
+                region = outs[i][out_sel]
+                if region.flags.c_contiguous:
+                    out[coords] = region
+        return out
+
+    def _chunks(
+        self,
+        coords: list[tuple[int, ...]],
+        destinations: dict[tuple[int, ...], np.ndarray] | None = None,
+    ) -> dict[tuple[int, ...], Any]:
+        """Decoded chunks (``None``: not stored) from the memory cache, else fetched and decoded;
+        a chunk with a destination is decoded there (:data:`_DECODED`)."""
         found: dict[tuple[int, ...], np.ndarray | None] = {}
         todo = []
         cache = self.memory_cache
@@ -236,11 +271,15 @@ class CubeReader:
             raw = self._fetch([(c, (), ()) for c in todo])
         fetched = time.perf_counter()
 
-        def decode(c: tuple[int, ...]) -> np.ndarray | None:
+        def decode(c: tuple[int, ...]) -> Any:
             buf = raw[c]
             if buf is None:
                 return None
-            chunk = self._fast.decode(buf, f"{self.url}/{self.variable} chunk {c}")
+            where = f"{self.url}/{self.variable} chunk {c}"
+            if destinations and c in destinations:
+                self._fast.decode_into(buf, destinations[c], where)
+                return _DECODED
+            chunk = self._fast.decode(buf, where)
             if self.memory_cache is not None:
                 self.memory_cache.put(self._memory_key(c), chunk)
             return chunk
