@@ -7,6 +7,8 @@ and never imports torch.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from cubes.errors import (
     ArgumentError,
     CubeError,
@@ -18,7 +20,9 @@ from cubes.errors import (
     SourceNotFoundError,
     StorageError,
 )
-from cubes.open import open_batch, open_cube
+
+if TYPE_CHECKING:
+    from cubes.open import open_batch, open_cube
 
 __all__ = [
     "ArgumentError",
@@ -33,6 +37,16 @@ __all__ = [
     "open_batch",
     "open_cube",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``open_cube`` and ``open_batch`` import xarray on first use, not with ``cubes``."""
+    if name in ("open_batch", "open_cube"):
+        from cubes import open as _open
+
+        return getattr(_open, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 try:
     from importlib.metadata import version as _version

@@ -3,15 +3,22 @@
 Run as ``python -m ingest <source> SRC DEST``. From Python: a source module
 plans (:mod:`ingest.sources`; ``plan()`` returns one plan per cube),
 :func:`write_cubes` writes them, on a :class:`Runner`.
+
+The names below are imported on first use: ``import ingest`` (and so
+``python -m ingest --help``) does not import xarray, dask or zarr.
 """
 
 from __future__ import annotations
 
-from ingest.plan import Block, IngestPlan, ShardTask
-from ingest.runner import Runner
-from ingest.sources import SOURCES
-from ingest.sources.cellpainting.synth import parse_wells, synth_field, write_synth_plate
-from ingest.writer import IngestResult, write_cube, write_cubes
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ingest.plan import Block, IngestPlan, ShardTask
+    from ingest.runner import Runner
+    from ingest.sources import SOURCES
+    from ingest.sources.cellpainting.synth import parse_wells, synth_field, write_synth_plate
+    from ingest.writer import IngestResult, write_cube, write_cubes
 
 __all__ = [
     "SOURCES",
@@ -26,3 +33,25 @@ __all__ = [
     "write_cubes",
     "write_synth_plate",
 ]
+
+_HOMES = {
+    "Block": "ingest.plan",
+    "IngestPlan": "ingest.plan",
+    "ShardTask": "ingest.plan",
+    "Runner": "ingest.runner",
+    "SOURCES": "ingest.sources",
+    "parse_wells": "ingest.sources.cellpainting.synth",
+    "synth_field": "ingest.sources.cellpainting.synth",
+    "write_synth_plate": "ingest.sources.cellpainting.synth",
+    "IngestResult": "ingest.writer",
+    "write_cube": "ingest.writer",
+    "write_cubes": "ingest.writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, each imported from its module on first use."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

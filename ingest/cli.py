@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -20,13 +21,14 @@ from cubes.errors import CubeError
 from cubes.store import resolve_storage_options
 from ingest.checks import check_batch_dest
 from ingest.cli_common import (
+    Clock,
     common_arguments,
     epilog,
     run_arguments,
     storage_arguments,
     sub_parser,
 )
-from ingest.codecs import CODECS, FLOAT_DEFAULT, INTEGER_DEFAULT, codec_choice
+from ingest.codecs import CODEC_NAMES, FLOAT_DEFAULT, INTEGER_DEFAULT, codec_choice
 from ingest.recipe.cli import add_recipe_command
 from ingest.sources import SOURCES, ArgumentError
 
@@ -106,7 +108,7 @@ def _source_arguments(p: argparse.ArgumentParser) -> None:
         type=codec_choice,
         default=None,
         metavar="NAME",
-        help=f"the codec of the cube's data: {', '.join(CODECS)} (default: chosen by "
+        help=f"the codec of the cube's data: {', '.join(CODEC_NAMES)} (default: chosen by "
         f"measurement, docs/codecs.md: {INTEGER_DEFAULT} for integers such as pixels, "
         f"{FLOAT_DEFAULT} for floats; a cube resumed or appended to keeps its own)",
     )
@@ -175,7 +177,7 @@ def _run_source(args: argparse.Namespace) -> None:
             print(f"Slice {task_slice.index} of {task_slice.count}: {_wrote(result)}")
         print(f"When all {task_slice.count} slices are done: python -m ingest finalize {args.dest}")
         return
-    _summarize(args.dest, plans, results, dest_options)
+    _summarize(args.dest, plans, results, dest_options, args.clock)
 
 
 def _wrote(result: IngestResult, *, verb: str = "wrote") -> str:
@@ -189,9 +191,13 @@ def _wrote(result: IngestResult, *, verb: str = "wrote") -> str:
 
 
 def _summarize(
-    dest: str, plans: list[IngestPlan], results: list[IngestResult], options: dict[str, Any]
+    dest: str,
+    plans: list[IngestPlan],
+    results: list[IngestResult],
+    options: dict[str, Any],
+    clock: Clock,
 ) -> None:
-    """Print what was written and its quality; write the batch's index of plates."""
+    """Print what was written, its quality and the times; write the batch's index of plates."""
     from ingest.index import write_batch_index
     from ingest.report import summary_line
 
@@ -199,9 +205,7 @@ def _summarize(
         print(_wrote(result, verb="Wrote"))
         print(f"  {summary_line(result.quality)}")
     total = sum(r.bytes_written for r in results) / 1e6
-    seconds = max(r.seconds for r in results)
-    rate = total / max(seconds, 1e-6)
-    print(f"{len(results)} cube(s), {total:.1f} MB in {seconds:.1f} s ({rate:.1f} MB/s)")
+    print(f"{len(results)} cube(s), {total:.1f} MB {clock.summary(total, results)}")
     if any(plan.dest != dest for plan in plans):  # a batch
         index = write_batch_index(dest, plans, results, options)
         if index is not None:
@@ -219,16 +223,20 @@ def _run_finalize(args: argparse.Namespace) -> None:
     if not done:
         print(f"{args.dest} is complete: nothing to finalize")
         return
-    _summarize(args.dest, [plan for plan, _ in done], [result for _, result in done], options)
+    plans, results = [plan for plan, _ in done], [result for _, result in done]
+    _summarize(args.dest, plans, results, options, args.clock)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> int:
     """Run the command line; returns the exit status.
 
     Parameters
     ----------
     argv
         The arguments (default: ``sys.argv[1:]``).
+    started
+        When the command started (``time.time()``), for the times it prints;
+        ``python -m ingest`` passes the start of its process (default: now).
 
     Returns
     -------
@@ -239,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     try:
         args = build_parser().parse_args(argv)
+        args.clock = Clock(time.time() if started is None else started, time.time())
         logging.basicConfig(
             level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )

@@ -24,13 +24,17 @@ holds plain float32 values (no filter to decode) and the variable's attrs say
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from zarr.codecs import BloscCodec, ZstdCodec
+
+if TYPE_CHECKING:
+    CODECS: dict[str, Any]  # built on first use, by __getattr__ below
 
 __all__ = [
     "CODECS",
+    "CODEC_NAMES",
     "FLOAT_DEFAULT",
     "INTEGER_DEFAULT",
     "codec",
@@ -46,18 +50,49 @@ _LZ4_DEFAULT_LEVEL = 5
 _MIB = 2**20
 MANTISSA_BITS = 23  # of float32
 
-CODECS: dict[str, Any] = {
-    "lz4-shuffle": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
-    "lz4-bitshuffle": BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),
-    "lz4hc1-bitshuffle": BloscCodec(cname="lz4hc", clevel=1, shuffle="bitshuffle"),
-    "zstd1-shuffle": BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"),
-    "zstd1-bitshuffle": BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"),
-    "zstd1-shuffle-1M": BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", blocksize=_MIB),
-    "zstd1-bitshuffle-1M": BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle", blocksize=_MIB),
-    "zstd3-bitshuffle-1M": BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle", blocksize=_MIB),
-    "zstd3": ZstdCodec(level=3),
+_SPECS: dict[str, dict[str, Any]] = {
+    "lz4-shuffle": {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"},
+    "lz4-bitshuffle": {"cname": "lz4", "clevel": 5, "shuffle": "bitshuffle"},
+    "lz4hc1-bitshuffle": {"cname": "lz4hc", "clevel": 1, "shuffle": "bitshuffle"},
+    "zstd1-shuffle": {"cname": "zstd", "clevel": 1, "shuffle": "shuffle"},
+    "zstd1-bitshuffle": {"cname": "zstd", "clevel": 1, "shuffle": "bitshuffle"},
+    "zstd1-shuffle-1M": {"cname": "zstd", "clevel": 1, "shuffle": "shuffle", "blocksize": _MIB},
+    "zstd1-bitshuffle-1M": {
+        "cname": "zstd",
+        "clevel": 1,
+        "shuffle": "bitshuffle",
+        "blocksize": _MIB,
+    },
+    "zstd3-bitshuffle-1M": {
+        "cname": "zstd",
+        "clevel": 3,
+        "shuffle": "bitshuffle",
+        "blocksize": _MIB,
+    },
+    "zstd3": {"level": 3},  # plain zstd: no Blosc, no shuffle
 }
-"""``--codec`` choices: name -> zarr v3 codec (typesize set by zarr from the dtype)."""
+
+CODEC_NAMES: tuple[str, ...] = tuple(_SPECS)
+"""``--codec`` choices, without importing zarr (the command line's ``--help`` needs only these)."""
+
+
+@functools.cache
+def _codecs() -> dict[str, Any]:
+    """:data:`CODECS`, built on first use: importing zarr costs ~0.2 s of start-up."""
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    return {
+        name: ZstdCodec(**spec) if "cname" not in spec else BloscCodec(**spec)
+        for name, spec in _SPECS.items()
+    }
+
+
+def __getattr__(name: str) -> Any:
+    """``CODECS``: name -> zarr v3 codec (typesize set by zarr from the dtype)."""
+    if name == "CODECS":
+        return _codecs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 INTEGER_DEFAULT = "lz4hc1-bitshuffle"
 """Integers (plates' uint16 pixels): by the rule of ``docs/codecs.md`` on real images."""
@@ -77,9 +112,9 @@ def compressor(dtype: Any, name: str | None = None) -> Any:
 
 def codec_choice(text: str) -> str:
     """An argparse ``type=``: a name in :data:`CODECS`."""
-    if text not in CODECS:
+    if text not in CODEC_NAMES:
         raise argparse.ArgumentTypeError(
-            f"got {text!r}; expected one of {', '.join(CODECS)} (docs/codecs.md)"
+            f"got {text!r}; expected one of {', '.join(CODEC_NAMES)} (docs/codecs.md)"
         )
     return text
 
@@ -100,11 +135,11 @@ def codec(name: str, *, option: str = "--codec") -> Any:
     from ingest.sources.base import ArgumentError  # not at the top: the sources import us
 
     try:
-        return CODECS[name]
+        return _codecs()[name]
     except KeyError:
         raise ArgumentError(
             f"{option} {name!r} is not a codec this project writes; choose one of "
-            f"{', '.join(CODECS)} (docs/codecs.md says what each costs)."
+            f"{', '.join(CODEC_NAMES)} (docs/codecs.md says what each costs)."
         ) from None
 
 
@@ -116,6 +151,8 @@ def codec_name(compressor: Any) -> str:
     >>> codec_name(BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"))
     'zstd3-bitshuffle'
     """
+    from zarr.codecs import BloscCodec, ZstdCodec
+
     if isinstance(compressor, BloscCodec):
         cname, level = compressor.cname.value, compressor.clevel
         stem = "lz4" if (cname, level) == ("lz4", _LZ4_DEFAULT_LEVEL) else f"{cname}{level}"

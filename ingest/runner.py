@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask
+import dask.threaded
 from dask.diagnostics import ProgressBar
 
 from ingest import progress as bars
@@ -90,8 +91,8 @@ class Runner:
         # the caller releases the destination's lock.
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ingest")
         try:
-            with bar:
-                return dask.compute(*graphs, scheduler="threads", pool=pool)
+            with bar:  # the function, not "threads": that name makes dask import distributed
+                return dask.compute(*graphs, scheduler=dask.threaded.get, pool=pool)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

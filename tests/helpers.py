@@ -1,10 +1,12 @@
-"""Helpers for tests: reading a plate's TIFFs back as the truth to compare with."""
+"""Helpers for tests: a plate's TIFFs read back as the truth to compare with; imports."""
 
 from __future__ import annotations
 
 import io
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +75,26 @@ def names_only_plate(
     for k, url in enumerate(urls):
         fs.pipe_file(url, header.getvalue() if k == 0 else b"")
     return urls
+
+
+HEAVY_MODULES = ("xarray", "pandas", "dask", "zarr", "distributed", "s3fs", "torch")
+"""What the command lines' start-up must not import (``--help`` costs ~0.4 s without them)."""
+
+
+def imported_packages(*args: str, env: dict[str, str] | None = None) -> set[str]:
+    """The top-level packages ``python -X importtime ARGS`` imports (it must exit 0)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"python {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    names = {line.rsplit("|", 1)[1].strip() for line in lines[1:]}  # [0] is the header
+    if len(names) < 10:  # -X importtime lists every import; fewer is a broken parse
+        raise AssertionError(f"no import list in:\n{proc.stderr[:2000]}")
+    return {name.split(".")[0] for name in names}

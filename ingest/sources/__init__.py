@@ -7,7 +7,7 @@ Adding a format is adding a module (or folder) and a line here.
 
 from __future__ import annotations
 
-from ingest.sources import arrays, cellpainting, netcdf
+from ingest.sources import arrays, cellpainting, netcdf  # light: planners import on use
 from ingest.sources.base import ArgumentError, Source, SourceOptions
 
 __all__ = ["SOURCES", "ArgumentError", "Source", "SourceOptions"]

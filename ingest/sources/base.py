@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cubes.errors import CubeError
-from ingest.codecs import CODECS
+from ingest.codecs import CODEC_NAMES
 
 if TYPE_CHECKING:
     from ingest.plan import IngestPlan
@@ -58,9 +58,9 @@ class SourceOptions:
             raise ArgumentError(
                 f"on_error={self.on_error!r}: expected one of {', '.join(ON_ERROR)}."
             )
-        if self.codec is not None and self.codec not in CODECS:
+        if self.codec is not None and self.codec not in CODEC_NAMES:
             raise ArgumentError(
-                f"codec={self.codec!r}: expected one of {', '.join(CODECS)} (docs/codecs.md)."
+                f"codec={self.codec!r}: expected one of {', '.join(CODEC_NAMES)} (docs/codecs.md)."
             )
 
 

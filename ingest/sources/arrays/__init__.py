@@ -2,14 +2,29 @@
 
 :mod:`.listing` lists SRC, :mod:`.headers` describes each file, :mod:`.files` reads one
 whole (:mod:`.formats` holds what they share) and :mod:`.catalog` numbers the samples and
-re-exports the others' public names; :mod:`.source` plans the cube (``ArraysSource``,
-``ArraysOptions``); :mod:`.reader` fills one shard per write task.
+re-exports the others' public names; :mod:`.source` plans the cube; :mod:`.options`
+holds the sub-command (``ArraysSource``) and ``ArraysOptions``, light enough for the
+command line; :mod:`.reader` fills one shard per write task.
 """
 
 from __future__ import annotations
 
-from ingest.sources.arrays.source import ArraysOptions, ArraysSource, plan
+from typing import TYPE_CHECKING, Any
+
+from ingest.sources.arrays.options import ArraysOptions, ArraysSource
+
+if TYPE_CHECKING:
+    from ingest.sources.arrays.source import plan
 
 __all__ = ["SOURCE", "ArraysOptions", "ArraysSource", "plan"]
 
 SOURCE = ArraysSource()
+
+
+def __getattr__(name: str) -> Any:
+    """``plan``, imported with the planner (xarray, dask) on first use."""
+    if name == "plan":
+        from ingest.sources.arrays import source
+
+        return source.plan
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,16 +12,19 @@ folder: file names and indexes (:mod:`.planning`, :mod:`.harmony`,
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from cubes.store import resolve_storage_options
 from ingest.checks import check_exists, float_above
-from ingest.plan import IngestPlan
 from ingest.sources.base import ON_ERROR, ArgumentError
-from ingest.sources.cellpainting.jump import SOURCE4_CHANNELS
 from ingest.sources.cellpainting.options import CellPaintingOptions
-from ingest.sources.cellpainting.planning import COMPRESSOR, IMAGE_NAME, plan
-from ingest.sources.cellpainting.plate import well_name
+
+if TYPE_CHECKING:
+    from ingest.plan import IngestPlan
+    from ingest.sources.cellpainting.jump import SOURCE4_CHANNELS
+    from ingest.sources.cellpainting.planning import COMPRESSOR, IMAGE_NAME, plan
+    from ingest.sources.cellpainting.plate import well_name
 
 __all__ = [
     "COMPRESSOR",
@@ -33,6 +36,24 @@ __all__ = [
     "plan",
     "well_name",
 ]
+
+# Imported on first use: the command line builds its parser from SOURCE alone,
+# without xarray, dask, pandas or zarr (planning and reading import them).
+_HOMES = {
+    "COMPRESSOR": "planning",
+    "IMAGE_NAME": "planning",
+    "plan": "planning",
+    "SOURCE4_CHANNELS": "jump",
+    "well_name": "plate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The planner's names, imported from their modules on first use."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
 
 
 class CellPaintingSource:
@@ -143,6 +164,8 @@ class CellPaintingSource:
 
     def plan(self, src: str, dest: str, options: CellPaintingOptions) -> list[IngestPlan]:
         """One plan per plate under ``src``; see :func:`.planning.plan`."""
+        from ingest.sources.cellpainting.planning import plan
+
         return plan(src, dest, options)
 
 

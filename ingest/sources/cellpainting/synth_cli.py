@@ -13,7 +13,6 @@ from ingest.cli_common import (
     storage_arguments,
     sub_parser,
 )
-from ingest.sources.cellpainting.synth import JUMP_SIZE, parse_wells, write_synth_plate
 
 __all__ = ["add_synth_plate_parser"]
 
@@ -90,6 +89,8 @@ def _plate_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run_synth(args: argparse.Namespace) -> None:
     """Write the synthetic plate the arguments describe."""
+    from ingest.sources.cellpainting.synth import JUMP_SIZE, parse_wells, write_synth_plate
+
     options = resolve_storage_options(args.dest, endpoint_url=args.endpoint_url)
     wells = parse_wells(args.wells, args.plate_format)  # ArgumentError before writing
     plate = write_synth_plate(

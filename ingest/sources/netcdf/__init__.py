@@ -9,14 +9,25 @@ reads the files of one time shard (:mod:`.reader`), see :mod:`.planning`.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest.checks import int_at_least
-from ingest.plan import IngestPlan
 from ingest.sources.base import ON_ERROR, ArgumentError
-from ingest.sources.netcdf.planning import NetcdfOptions, plan
+
+if TYPE_CHECKING:
+    from ingest.plan import IngestPlan
+    from ingest.sources.netcdf.planning import NetcdfOptions, plan
 
 __all__ = ["SOURCE", "NetcdfOptions", "NetcdfSource", "plan"]
+
+
+def __getattr__(name: str) -> Any:
+    """``NetcdfOptions`` and ``plan``, imported with the planner (xarray) on first use."""
+    if name in ("NetcdfOptions", "plan"):
+        from ingest.sources.netcdf import planning
+
+        return getattr(planning, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class NetcdfSource:
@@ -91,6 +102,8 @@ class NetcdfSource:
         self, args: argparse.Namespace, storage_options: dict[str, Any]
     ) -> NetcdfOptions:
         """The options from parsed arguments; :class:`ArgumentError` for unusable values."""
+        from ingest.sources.netcdf.planning import NetcdfOptions
+
         variables = None
         if args.variables is not None:
             variables = tuple(v.strip() for v in args.variables.split(",") if v.strip())
@@ -117,6 +130,8 @@ class NetcdfSource:
 
     def plan(self, src: str, dest: str, options: NetcdfOptions) -> list[IngestPlan]:
         """The climate cube's plan; see :func:`.planning.plan`."""
+        from ingest.sources.netcdf.planning import plan
+
         return plan(src, dest, options)
 
 
