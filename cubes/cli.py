@@ -11,23 +11,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 import warnings
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import Any
 
-import cubes
-from cubes.errors import ArgumentError, CubeError, IncompleteCubeWarning
+from cubes._cli import (
+    configure_logging,
+    int_at_least,
+    log_level_argument,
+    main_parser,
+    run_command,
+    storage_arguments,
+    sub_parser,
+)
+from cubes.errors import IncompleteCubeWarning
 from cubes.store import resolve_storage_options
 
 __all__ = ["main"]
 
 logger = logging.getLogger("cubes")
 
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _CONSOLIDATED_WARNING = "Consolidated metadata is currently not part"  # zarr's, on every open
 
 LS_EXAMPLES = (
@@ -47,43 +51,6 @@ PREVIEW_EXAMPLES = (
     "--level 50000",
     "python -m cubes preview data/samples.zarr --out sheet.png --count 25",
 )
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose mistakes are :class:`ArgumentError`: one line, exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        """Raise :class:`ArgumentError` naming the option, the value and what is accepted."""
-        raise ArgumentError(f"{message.removeprefix('argument ')} (see '{self.prog} --help')")
-
-
-def _epilog(examples: Sequence[str]) -> str:
-    return "examples:\n" + "\n".join(f"  {e}" for e in examples)
-
-
-def _endpoint_url(text: str) -> str:
-    """An argparse ``type=``: an S3 endpoint, ``http(s)://host[:port]``."""
-    if not re.fullmatch(r"https?://[^/\s]+/?", text):
-        raise argparse.ArgumentTypeError(
-            f"got {text!r}; expected an endpoint URL such as http://localhost:9000 or "
-            "https://s3.us-east-1.amazonaws.com"
-        )
-    return text
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(
-                f"got {text!r}; expected a whole number of at least {minimum}"
-            )
-        return value
-
-    return parse
 
 
 def _names(text: str) -> list[str]:
@@ -111,53 +78,18 @@ def _level(text: str) -> float:
         ) from None
 
 
-def _command(sub: Any, name: str, summary: str, description: str, examples: Sequence[str]) -> Any:
-    parser = sub.add_parser(
-        name,
-        help=summary,
-        description=description,
-        epilog=_epilog(examples),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    return parser
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
     """``--endpoint-url``, ``--anon``, ``--log-level``."""
-    group = parser.add_argument_group("storage")
-    group.add_argument(
-        "--endpoint-url",
-        type=_endpoint_url,
-        default=None,
-        metavar="URL",
-        help="S3-compatible endpoint (default: AWS_ENDPOINT_URL, then AWS); credentials come "
-        "from the standard AWS chain",
-    )
-    group.add_argument(
-        "--anon", action="store_true", help="read anonymously (public buckets), unsigned"
-    )
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        default="WARNING",
-        help="what to log on stderr: DEBUG (with tracebacks), INFO, WARNING (default) or ERROR",
-    )
+    storage_arguments(parser, anon="read anonymously (public buckets), unsigned")
+    log_level_argument(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: ``ls``, ``describe`` and ``preview``."""
-    parser = _Parser(
-        prog="python -m cubes",
-        description="List, describe and preview cubes, local or on S3 (reads only).",
-        epilog=_epilog([LS_EXAMPLES[0], DESCRIBE_EXAMPLES[0], PREVIEW_EXAMPLES[0]]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--version",
-        action="version",
-        version=f"cellcubes {cubes.__version__}",
-        help="show the version of cellcubes and exit",
+    parser = main_parser(
+        "python -m cubes",
+        "List, describe and preview cubes, local or on S3 (reads only).",
+        [LS_EXAMPLES[0], DESCRIBE_EXAMPLES[0], PREVIEW_EXAMPLES[0]],
     )
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="<command>", help="`<command> --help` for more"
@@ -169,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _ls_parser(sub: Any) -> None:
-    p = _command(
+    p = sub_parser(
         sub,
         "ls",
         "one line per cube under a prefix: kind, samples, channels, dtype, status, when written",
@@ -201,7 +133,7 @@ def _ls_parser(sub: Any) -> None:
 
 
 def _describe_parser(sub: Any) -> None:
-    p = _command(
+    p = sub_parser(
         sub,
         "describe",
         "a cube's layout, variables, chunks/shards/codecs, statistics, provenance and quality",
@@ -219,7 +151,7 @@ def _describe_parser(sub: Any) -> None:
 
 
 def _preview_parser(sub: Any) -> None:
-    p = _command(
+    p = sub_parser(
         sub,
         "preview",
         "a PNG: a plate montage, a map of a time step, or a contact sheet of samples",
@@ -267,7 +199,7 @@ def _preview_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--count",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=16,
         metavar="N",
         help="contact sheet: how many samples, from the first (default 16)",
@@ -340,20 +272,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         no cube there), with a one-line message on stderr; 130 when interrupted. ``--help`` and
         ``--version`` exit (:class:`SystemExit`, status 0).
     """
-    try:
+
+    def command() -> None:
         args = build_parser().parse_args(argv)
-        logging.basicConfig(
-            level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(args.log_level)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
             warnings.simplefilter("ignore", IncompleteCubeWarning)  # ls/describe say it
             args.handler(args)
-    except CubeError as exc:
-        logger.debug("Failed", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return 0
+
+    return run_command(command, logger, interrupted="interrupted")

@@ -25,7 +25,12 @@ class CubeError(Exception):
 
 
 class ArgumentError(CubeError, ValueError):
-    """An argument that does not fit what it names: a variable, a channel or a time a cube lacks."""
+    """An argument or option value that cannot be used (checked before reading or writing).
+
+    A command-line value that does not parse, or one that does not fit what it
+    names: a variable, a channel or a time a cube lacks. ``ingest.sources.base``
+    names it too (``ingest.sources.ArgumentError``).
+    """
 
 
 class SourceNotFoundError(CubeError, FileNotFoundError):

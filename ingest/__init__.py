@@ -10,8 +10,9 @@ The names below are imported on first use: ``import ingest`` (and so
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ingest._lazy import lazy_names
 
 if TYPE_CHECKING:
     from ingest.plan import Block, IngestPlan, ShardTask
@@ -49,9 +50,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The public names, each imported from its module on first use."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+__getattr__ = lazy_names(__name__, _HOMES)

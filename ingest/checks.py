@@ -3,9 +3,10 @@
 A mistake found here costs the user one line on stderr and exit status 2; the
 same mistake found by the writer costs a traceback and, often, an incomplete
 cube to clean up. The argparse ``type=`` factories (:func:`int_at_least`,
-:func:`float_above`, :func:`matching`, :func:`endpoint_url`) check a value as
-it is parsed; :func:`check_exists` and :func:`check_batch_dest` look at the
-storage, once, before the writer starts.
+:func:`float_above`, :func:`matching`, :func:`endpoint_url`; the first and last
+shared with ``python -m cubes`` from :mod:`cubes._cli`) check a value as it is
+parsed; :func:`check_exists` and :func:`check_batch_dest` look at the storage,
+once, before the writer starts.
 
 This module imports only ``cubes``, so that sources may use it.
 """
@@ -21,6 +22,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from cubes._cli import endpoint_url, int_at_least
 from cubes.errors import CubeExistsError, SourceNotFoundError
 from cubes.store import filesystem, join_url, storage_errors
 
@@ -35,29 +37,6 @@ __all__ = [
     "int_at_least",
     "matching",
 ]
-
-
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse ``type=``: a whole number of at least ``minimum``.
-
-    Examples
-    --------
-    >>> int_at_least(1)("8")
-    8
-    """
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(
-                f"got {text!r}; expected a whole number of at least {minimum}"
-            )
-        return value
-
-    return parse
 
 
 def float_above(minimum: float) -> Callable[[str], float]:
@@ -87,16 +66,6 @@ def matching(pattern: str, expected: str) -> Callable[[str], str]:
         return text
 
     return parse
-
-
-def endpoint_url(text: str) -> str:
-    """An argparse ``type=``: an S3 endpoint, ``http(s)://host[:port]``."""
-    if not re.fullmatch(r"https?://[^/\s]+/?", text):
-        raise argparse.ArgumentTypeError(
-            f"got {text!r}; expected an endpoint URL such as http://localhost:9000 or "
-            "https://s3.us-east-1.amazonaws.com"
-        )
-    return text
 
 
 def check_exists(

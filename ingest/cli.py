@@ -11,26 +11,23 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-import cubes
-from cubes.errors import CubeError
+from cubes._cli import configure_logging, main_parser, run_command
 from cubes.store import resolve_storage_options
 from ingest.checks import check_batch_dest
 from ingest.cli_common import (
     Clock,
     common_arguments,
-    epilog,
     run_arguments,
     storage_arguments,
     sub_parser,
 )
 from ingest.codecs import CODEC_NAMES, FLOAT_DEFAULT, INTEGER_DEFAULT, codec_choice
 from ingest.recipe.cli import add_recipe_command
-from ingest.sources import SOURCES, ArgumentError
+from ingest.sources import SOURCES
 
 if TYPE_CHECKING:
     from ingest.plan import IngestPlan
@@ -40,22 +37,11 @@ __all__ = ["main"]
 
 logger = logging.getLogger("ingest")
 
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
-
 FINALIZE_EXAMPLES = (
     "python -m ingest finalize s3://my-bucket/plate.zarr",
     "python -m ingest finalize s3://my-bucket/batch1/   # every plate of a batch",
     "python -m ingest finalize /scratch/plate.zarr --log-level INFO",
 )
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose mistakes are :class:`ArgumentError`: one line, exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        """Raise :class:`ArgumentError` naming the option, the value and what is accepted."""
-        raise ArgumentError(f"{message.removeprefix('argument ')} (see '{self.prog} --help')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,17 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     Every value is checked as it is parsed: a mistake raises :class:`ArgumentError`
     (exit status 2, one line) before anything is read or written.
     """
-    parser = _Parser(
-        prog="python -m ingest",
-        description="Convert raw scientific sources into Zarr v3 cubes on S3 or local disk.",
-        epilog=epilog([e for source in SOURCES.values() for e in source.examples[:1]]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--version",
-        action="version",
-        version=f"cellcubes {cubes.__version__}",
-        help="show the version of cellcubes and exit",
+    parser = main_parser(
+        "python -m ingest",
+        "Convert raw scientific sources into Zarr v3 cubes on S3 or local disk.",
+        [e for source in SOURCES.values() for e in source.examples[:1]],
     )
     sub = parser.add_subparsers(
         dest="command",
@@ -245,18 +224,15 @@ def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> 
         one-line message on stderr; 130 when interrupted. ``--help`` and
         ``--version`` exit (:class:`SystemExit`, status 0).
     """
-    try:
+
+    def command() -> None:
         args = build_parser().parse_args(argv)
         args.clock = Clock(time.time() if started is None else started, time.time())
-        logging.basicConfig(
-            level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(args.log_level)
         args.handler(args)
-    except CubeError as exc:
-        logger.debug("Failed", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted: the cube is left incomplete; re-run to finish it.", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return 0
+
+    return run_command(
+        command,
+        logger,
+        interrupted="interrupted: the cube is left incomplete; re-run to finish it.",
+    )

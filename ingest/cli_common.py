@@ -1,4 +1,9 @@
-"""Argument helpers shared by the CLI and the sources' own commands (``synth-plate`` …)."""
+"""Argument helpers shared by the CLI and the sources' own commands (``synth-plate`` …).
+
+The parser helpers both command lines use live in :mod:`cubes._cli` (``cubes`` is the
+lower layer); this module names them as the sources' commands import them, and adds
+``python -m ingest``'s own: SRC's ``--anon`` and the clock of its summary line.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,12 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ingest.checks import endpoint_url, int_at_least
+from cubes._cli import LOG_LEVELS, epilog, sub_parser
+from cubes._cli import log_level_argument as common_arguments
+from cubes._cli import storage_arguments as _storage_arguments
+from ingest.checks import int_at_least
 
 if TYPE_CHECKING:
     from ingest.result import IngestResult
@@ -26,56 +34,11 @@ __all__ = [
     "sub_parser",
 ]
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
-def epilog(examples: Sequence[str]) -> str:
-    """The ``examples:`` block that ends a ``--help``."""
-    return "examples:\n" + "\n".join(f"  {e}" for e in examples)
-
-
-def sub_parser(
-    sub: Any, name: str, summary: str, description: str, examples: Sequence[str]
-) -> argparse.ArgumentParser:
-    """A sub-command whose ``--help`` ends with its examples."""
-    parser: argparse.ArgumentParser = sub.add_parser(
-        name,
-        help=summary,
-        description=description,
-        epilog=epilog(examples),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    return parser
-
 
 def storage_arguments(parser: argparse.ArgumentParser, *, with_anon: bool) -> None:
     """``--endpoint-url`` (and ``--anon`` for commands that read SRC)."""
-    group = parser.add_argument_group("storage")
-    group.add_argument(
-        "--endpoint-url",
-        type=endpoint_url,
-        default=None,
-        metavar="URL",
-        help="S3-compatible endpoint (default: AWS_ENDPOINT_URL, then AWS); credentials come "
-        "from the standard AWS chain",
-    )
-    if with_anon:
-        group.add_argument(
-            "--anon",
-            action="store_true",
-            help="read SRC anonymously (public buckets such as cellpainting-gallery)",
-        )
-
-
-def common_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--log-level``."""
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        default="WARNING",
-        help="what to log on stderr: DEBUG (with tracebacks), INFO, WARNING (default) or ERROR",
-    )
+    anon = "read SRC anonymously (public buckets such as cellpainting-gallery)"
+    _storage_arguments(parser, anon=anon if with_anon else None)
 
 
 def progress_argument(parser: argparse.ArgumentParser) -> None:

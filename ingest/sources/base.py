@@ -13,7 +13,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from cubes.errors import CubeError
+from cubes.errors import ArgumentError  # its home; importable from here as before
 from ingest.codecs import CODEC_NAMES
 
 if TYPE_CHECKING:
@@ -22,10 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["ON_ERROR", "ArgumentError", "Source", "SourceOptions"]
 
 ON_ERROR = ("fail", "skip")
-
-
-class ArgumentError(CubeError, ValueError):
-    """A command-line argument or option value that cannot be used (checked before writing)."""
 
 
 @dataclass(frozen=True)

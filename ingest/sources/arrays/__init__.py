@@ -9,8 +9,9 @@ command line; :mod:`.reader` fills one shard per write task.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ingest._lazy import lazy_names
 from ingest.sources.arrays.options import ArraysOptions, ArraysSource
 
 if TYPE_CHECKING:
@@ -21,10 +22,5 @@ __all__ = ["SOURCE", "ArraysOptions", "ArraysSource", "plan"]
 SOURCE = ArraysSource()
 
 
-def __getattr__(name: str) -> Any:
-    """``plan``, imported with the planner (xarray, dask) on first use."""
-    if name == "plan":
-        from ingest.sources.arrays import source
-
-        return source.plan
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# plan: imported with the planner (xarray, dask) on first use.
+__getattr__ = lazy_names(__name__, {"plan": "ingest.sources.arrays.source"})

@@ -12,10 +12,10 @@ folder: file names and indexes (:mod:`.planning`, :mod:`.harmony`,
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from cubes.store import resolve_storage_options
+from ingest._lazy import lazy_names
 from ingest.checks import check_exists, float_above
 from ingest.sources.base import ON_ERROR, ArgumentError
 from ingest.sources.cellpainting.options import CellPaintingOptions
@@ -48,12 +48,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The planner's names, imported from their modules on first use."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+__getattr__ = lazy_names(__name__, {name: f"{__name__}.{home}" for name, home in _HOMES.items()})
 
 
 class CellPaintingSource:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from ingest._lazy import lazy_names
 from ingest.checks import int_at_least
 from ingest.sources.base import ON_ERROR, ArgumentError
 
@@ -21,13 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["SOURCE", "NetcdfOptions", "NetcdfSource", "plan"]
 
 
-def __getattr__(name: str) -> Any:
-    """``NetcdfOptions`` and ``plan``, imported with the planner (xarray) on first use."""
-    if name in ("NetcdfOptions", "plan"):
-        from ingest.sources.netcdf import planning
-
-        return getattr(planning, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# NetcdfOptions and plan: imported with the planner (xarray) on first use.
+_PLANNING = "ingest.sources.netcdf.planning"
+__getattr__ = lazy_names(__name__, {"NetcdfOptions": _PLANNING, "plan": _PLANNING})
 
 
 class NetcdfSource:
