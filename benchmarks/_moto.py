@@ -67,6 +67,13 @@ def bench_bucket(name: str = "bench") -> Iterator[Any]:
     ``AWS_ENDPOINT_URL`` points at it meanwhile, so s3fs, obstore and subprocesses
     (``python -m ingest``) reach it too.
     """
+    with moto_bucket(name) as (s3, _):
+        yield s3
+
+
+@contextlib.contextmanager
+def moto_bucket(name: str = "bench") -> Iterator[tuple[Any, subprocess.Popen]]:
+    """:func:`bench_bucket`, yielding the server's process too (to count its CPU)."""
     import boto3
 
     server, endpoint = start_moto()
@@ -74,7 +81,7 @@ def bench_bucket(name: str = "bench") -> Iterator[Any]:
     try:
         s3 = boto3.client("s3", endpoint_url=endpoint)
         s3.create_bucket(Bucket=name)
-        yield s3
+        yield s3, server
     finally:
         server.terminate()
         server.wait()

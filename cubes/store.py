@@ -126,7 +126,12 @@ def zarr_store(url: str, storage_options: dict[str, Any] | None = None, *, read_
 
     if is_local(url):
         return LocalStore(os.path.abspath(_strip_file(url)), read_only=read_only)
-    return FsspecStore.from_url(url, storage_options=storage_options or {}, read_only=read_only)
+    options = dict(storage_options or {})
+    if _protocol(url) in ("s3", "s3a"):
+        # s3fs HEADs every whole-object GET (to split objects over 50 MB into ranged GETs),
+        # and a missing key then costs a HEAD and a LIST more: zarr's GETs are one request.
+        options.setdefault("max_concurrency", 1)
+    return FsspecStore.from_url(url, storage_options=options, read_only=read_only)
 
 
 def probe_options(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:

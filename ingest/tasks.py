@@ -22,6 +22,7 @@ import zarr
 from cubes.store import zarr_store
 from ingest.journal import load_done, record_done
 from ingest.plan import BlockReader, IngestPlan, ShardTask
+from ingest.shards import write_region
 from ingest.stats import ChannelStats
 
 __all__ = ["Job", "Partial", "delayed_tasks", "forget_arrays", "merge_partials", "open_array"]
@@ -151,7 +152,7 @@ def write_task(task: ShardTask, job: Job) -> Partial:
         block = data[name].reshape(_region_shape(info.shape, region))
         path, selection = job.locate(name, task.index)
         array = open_array(job, path)
-        array[selection] = block.reshape(_region_shape(array.shape, selection))
+        write_region(array, selection, block.reshape(_region_shape(array.shape, selection)))
         stats[name] = _stats(block, info, counted, job.mask_dims)
     derived = {}
     first = data[next(iter(job.variables))]
@@ -160,7 +161,7 @@ def write_task(task: ShardTask, job: Job) -> Partial:
             derived[(name, task.index)] = derive(first)
         else:
             path, selection = job.locate(name, task.index)
-            open_array(job, path)[selection] = derive(first)
+            write_region(open_array(job, path), selection, derive(first))
     if job.journal:  # after the shards: the marker proves them written
         blocks = {name: block for (name, _), block in derived.items()}
         record_done(job.dest, job.options, task.index, present, stats, skipped, blocks)
@@ -183,7 +184,7 @@ def gather(job: Job, key: Index, done: list[Index], *parts: Partial) -> Partial:
         for (var, index), data in merged.derived.items():
             if var == name:
                 shard[index[len(key) :]] = data
-        array[key] = shard
+        write_region(array, key, shard)
     merged.derived = {}
     return merged
 
