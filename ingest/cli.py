@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cubes._cli import configure_logging, main_parser, run_command
+from cubes.errors import ArgumentError
 from cubes.store import resolve_storage_options
 from ingest.checks import check_batch_dest
 from ingest.cli_common import (

@@ -15,8 +15,6 @@ import time
 from types import TracebackType
 from typing import TextIO
 
-from dask.utils import format_time
-
 __all__ = ["MINIMUM_S", "CountBar"]
 
 MINIMUM_S = 1.0  # seconds of work before a bar is drawn (the ingest run's minimum)
@@ -93,6 +91,8 @@ class CountBar:
         return min(self._done / self.total, 1.0) if self.total else 0.0
 
     def _draw(self, fraction: float, elapsed: float) -> None:
+        from dask.utils import format_time  # dask's own line; not at import: --help stays light
+
         self._drawn = True
         bar = "#" * int(_WIDTH * fraction)
         self._write(
