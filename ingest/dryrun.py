@@ -414,23 +414,23 @@ def requests_of(
     """S3 requests of writing one cube to a new DEST, following the writer's code paths.
 
     As counted on the moto server's request log for a real run (zarr 3.1's
-    ``FsspecStore`` on s3fs): reading a ``zarr.json`` is a HEAD and a GET, writing a
-    shard of a sharded array a LIST and a PUT, an unsharded chunk a PUT. Under
+    ``FsspecStore`` on s3fs, opened by :func:`cubes.store.zarr_store`): reading a
+    ``zarr.json`` is a GET, writing a shard or a chunk a PUT (:mod:`ingest.shards`);
+    reading the lease (plain s3fs) a HEAD and a GET. Under
     many threads a few arrays are opened twice (more HEAD/GET). Reading SRC is
     counted apart (:attr:`CubeEstimate.reads`); the lock's heartbeats are added
     by :func:`dry_run` once the wall time is known. DELETE here means a
     DeleteObjects POST (free, as DELETE is).
     """
     task_vars = set(plan.variables) | set(plan.derived)
-    sharded = sum(v.objects for v in cube.variables if v.role != "final" and v.shards)
     data_puts = sum(v.objects for v in cube.variables if v.role != "final")
     final = [v for v in cube.variables if v.role == "final"]
     arrays = cube.arrays
     markers = cube.tasks + 1  # a journal marker per task, and 'started'
     r = {"PUT": 0, "GET": 0, "HEAD": 0, "LIST": 0, "DELETE": 0}
 
-    def read_json(n: int) -> None:
-        r["HEAD"] += n
+    def read_json(n: int, *, head: bool = False) -> None:
+        r["HEAD"] += n if head else 0
         r["GET"] += n
 
     # writer.check_location (LIST); WriterLock.acquire (conditional PUT);
@@ -439,10 +439,9 @@ def requests_of(
     r["PUT"] += 1
     # output.create: the journal's 'started', the schema's objects
     r["PUT"] += 1 + cube.metadata_objects
-    # tasks: their shards (a LIST each where sharded), a journal marker each; each
-    # process opens each array it writes once
+    # tasks: their shards, a journal marker each; each process opens each array it
+    # writes once
     r["PUT"] += data_puts + cube.tasks
-    r["LIST"] += sharded
     read_json(processes * len(task_vars))
     if finalize:
         # finalize.complete: the quality report; the group opened; mask and statistics
@@ -461,6 +460,6 @@ def requests_of(
         r["GET"] += 1
         r["PUT"] += 1
     # WriterLock.release: read the lease, delete it
-    read_json(1)
+    read_json(1, head=True)
     r["DELETE"] += 1
     return r
