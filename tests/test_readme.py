@@ -1,4 +1,4 @@
-"""The README's and the docs' examples run as written: every ``python`` and ``bash`` block, in order.
+"""The README's and the docs' examples run as written: every python and bash block, in order.
 
 The blocks share one working folder, as a reader following the README in a
 terminal does (``demo-data/`` made by the quick start is what the walkthrough
@@ -95,7 +95,8 @@ def terminal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, d
 def test_the_documents_have_examples_and_each_left_out_says_why() -> None:
     """The parser finds the README's blocks; a block not run is marked with its reason."""
     readme = blocks(ROOT / "README.md")
-    assert [b.language for b in readme[:2]] == ["bash", "bash"]  # make demo / make test; quick start
+    # make demo / make test, then the quick start
+    assert [b.language for b in readme[:2]] == ["bash", "bash"]
     assert sum(b.language == "python" for b in readme) >= 4
     assert all(b.language in (*RUNNERS, "text") for b in readme), [b.where for b in readme]
     skipped = [b for b in readme if b.not_run]
