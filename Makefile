@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(PY) examples/train.py $(DEMO_DIR)/plate.zarr
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
