@@ -111,3 +111,19 @@ def local_cube(local_plate: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     dest = tmp_path_factory.mktemp("cubes") / "plate.zarr"
     run_cli("cellpainting", str(local_plate), str(dest), "--no-progress")
     return dest
+
+
+# Files whose tests take minutes, run first: under `pytest -n 2 --dist loadfile` (make test)
+# a process takes whole files in collection order, so the longest starting last would run
+# alone at the end.
+LONG_FIRST = ("tests/test_readme.py", "tests/ingest/test_jump_layouts.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the files of ``LONG_FIRST`` to the front, keeping every file's own order."""
+
+    def rank(item: pytest.Item) -> int:
+        path = Path(str(item.path)).relative_to(ROOT).as_posix()
+        return LONG_FIRST.index(path) if path in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order
