@@ -571,7 +571,7 @@ class CubeBatchDataset(torch.utils.data.Dataset):
         loader = self._loader_ref() if self._loader_ref else None
         if loader is not None:
             return loader.state_dict()
-        from loaders.loader import position_state
+        from loaders._state import position_state
 
         return position_state(self, self.epoch, 0)
 

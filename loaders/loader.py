@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import json
 import logging
 import queue
 import threading
@@ -36,6 +35,7 @@ import torch
 
 from cubes.errors import SchemaError
 from loaders._progress import EpochBar
+from loaders._state import check_state, position_state
 from loaders._transport import STORED_KEY, StoredBatches, finish
 
 if TYPE_CHECKING:
@@ -45,19 +45,6 @@ __all__ = ["CubeLoader", "to_device"]
 
 logger = logging.getLogger(__name__)
 
-STATE_FORMAT = 1
-# What a state must share with the loader it resumes: the same samples in the same order.
-_MUST_MATCH = (
-    "dataset",
-    "samples",
-    "seed",
-    "shuffle",
-    "shuffle_buffer",
-    "batch_size",
-    "world_size",
-    "drop_last",
-    "uneven",
-)
 _HIT_KEYS = ("disk_hits", "memory_hits")
 _MISS_KEYS = ("disk_misses", "memory_misses")
 
@@ -75,63 +62,6 @@ def to_device(batch: Any, device: str | torch.device, non_blocking: bool = True)
     if isinstance(batch, list | tuple) and any(isinstance(v, torch.Tensor) for v in batch):
         return type(batch)(to_device(v, device, non_blocking) for v in batch)
     return batch
-
-
-def position_state(dataset: CubeBatchDataset, epoch: int, batch: int) -> dict[str, Any]:
-    """A resumable state: the position and what the resuming loader must match."""
-    return {
-        "format": STATE_FORMAT,
-        "epoch": epoch,
-        "batch": batch,
-        "batches": len(dataset),
-        "dataset": dataset.fingerprint(),
-        "samples": dataset.n_samples,
-        "seed": dataset.seed,
-        "shuffle": dataset.shuffle,
-        "shuffle_buffer": dataset.shuffle_buffer,
-        "batch_size": dataset.batch_size,
-        "world_size": dataset.world_size,
-        "rank": dataset.rank,
-        "drop_last": dataset.drop_last,
-        "uneven": dataset.uneven,
-        "config": json.loads(json.dumps(dataset.config())),
-    }
-
-
-def check_state(dataset: CubeBatchDataset, state: Mapping[str, Any]) -> None:
-    """Raise :class:`SchemaError` naming what differs when ``state`` is not for ``dataset``."""
-    mine = position_state(dataset, 0, 0)
-    missing = [k for k in ("epoch", "batch", *_MUST_MATCH) if k not in state]
-    if missing or state.get("format") != STATE_FORMAT:
-        raise SchemaError(
-            f"Not a CubeLoader state (format {state.get('format')!r}, missing {missing}); "
-            "pass what CubeLoader.state_dict() returned."
-        )
-    saved_config, my_config = state.get("config"), mine["config"]
-    if isinstance(saved_config, Mapping) and saved_config != my_config:
-        keys = sorted(set(saved_config) | set(my_config))
-        differ = [k for k in keys if saved_config.get(k) != my_config.get(k)]
-        saved = "; ".join(f"{k}={saved_config.get(k)!r}" for k in differ)
-        now = "; ".join(f"{k}={my_config.get(k)!r}" for k in differ)
-        raise SchemaError(
-            f"Cannot resume: the state is for another dataset ({saved}); this one has {now}. "
-            "Build the dataset with the same cubes, variables, channels and windows, or start "
-            "afresh without load_state_dict()."
-        )
-    differ = [k for k in _MUST_MATCH if state[k] != mine[k]]
-    if differ:
-        saved = ", ".join(f"{k}={state[k]!r}" for k in differ)
-        now = ", ".join(f"{k}={mine[k]!r}" for k in differ)
-        raise SchemaError(
-            f"Cannot resume: the state was saved with {saved}; this loader has {now}. Build the "
-            "dataset with the same cubes, channels, windows, seed, shuffle, batch_size, "
-            "drop_last, uneven and world_size, or start afresh without load_state_dict()."
-        )
-    if not 0 <= int(state["batch"]) <= len(dataset) or int(state["epoch"]) < 0:
-        raise SchemaError(
-            f"Cannot resume at epoch {state['epoch']}, batch {state['batch']}: an epoch has "
-            f"{len(dataset)} batches on this rank."
-        )
 
 
 class _EpochSampler(torch.utils.data.Sampler[tuple[int, int]]):
